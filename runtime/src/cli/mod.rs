@@ -1,0 +1,212 @@
+//! The command line, mirroring runc's commands and flags; one file per command, each a thin
+//! call into the library. anyhow lives only here, at the edge.
+mod create;
+mod delete;
+mod kill;
+mod list;
+mod run;
+mod spec;
+mod start;
+mod state;
+
+use crate::logging;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "rcrun", version, about = "a low-level OCI container runtime, drop-in for runc")]
+pub struct Cli {
+    /// Root directory for container state
+    #[arg(long, global = true, default_value = crate::state::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Log file (default: stderr)
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    pub log_format: String,
+    /// Enable debug logging
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd to manage cgroups (not supported)
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// Accepted for runc compatibility ("true", "false" or "auto")
+    #[arg(long, global = true)]
+    pub rootless: Option<String>,
+    /// Accepted for runc compatibility and ignored
+    #[arg(long, global = true, hide = true)]
+    pub criu: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The flags `create` and `run` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Path to the bundle directory
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// File to write the container's init pid to
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master when process.terminal is true
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring for the container
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass N additional fds (3 .. 3+N-1) to the container
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Container id
+    pub id: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container (its process waits for `start`)
+    Create(CreateArgs),
+    /// Start a created container
+    Start { id: String },
+    /// Print the OCI state of a container
+    State { id: String },
+    /// Send a signal to the container's init (or all its processes)
+    Kill {
+        /// Send the signal to every process of the container
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container and everything it holds
+    Delete {
+        /// Kill a running container first
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Create and start a container
+    Run {
+        /// Return once the container runs instead of waiting for it
+        #[arg(short, long)]
+        detach: bool,
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// List containers
+    List {
+        /// table or json
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        /// Print only the ids
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Write a default config.json
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Run a process in a container (not implemented yet)
+    Exec(Unimplemented),
+    /// List the processes of a container (not implemented yet)
+    Ps(Unimplemented),
+    /// Freeze a container (not implemented yet)
+    Pause(Unimplemented),
+    /// Thaw a container (not implemented yet)
+    Resume(Unimplemented),
+    /// Change a container's resource limits (not implemented yet)
+    Update(Unimplemented),
+    /// Stream a container's events and stats (not implemented yet)
+    Events(Unimplemented),
+    /// Print the runtime's features (not implemented yet)
+    Features(Unimplemented),
+    /// Checkpoint a container (not supported)
+    Checkpoint(Unimplemented),
+    /// Restore a container (not supported)
+    Restore(Unimplemented),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Unimplemented {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Start { .. } => "start",
+            Command::State { .. } => "state",
+            Command::Kill { .. } => "kill",
+            Command::Delete { .. } => "delete",
+            Command::Run { .. } => "run",
+            Command::List { .. } => "list",
+            Command::Spec { .. } => "spec",
+            Command::Exec(_) => "exec",
+            Command::Ps(_) => "ps",
+            Command::Pause(_) => "pause",
+            Command::Resume(_) => "resume",
+            Command::Update(_) => "update",
+            Command::Events(_) => "events",
+            Command::Features(_) => "features",
+            Command::Checkpoint(_) => "checkpoint",
+            Command::Restore(_) => "restore",
+        }
+    }
+}
+
+/// Runs rcrun with the process's arguments and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let format = match logging::parse_format(&cli.log_format) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("rcrun: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = logging::init(cli.log.as_deref(), format, cli.debug) {
+        eprintln!("rcrun: {}", crate::process::chain(&e));
+        return 1;
+    }
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            // With --log the caller (e.g. containerd's shim) reads the error from the file;
+            // without it the logger already writes to stderr.
+            if cli.log.is_some() {
+                log::error!("{msg}");
+            }
+            eprintln!("rcrun: {msg}");
+            1
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
+    if cli.systemd_cgroup {
+        anyhow::bail!("not implemented yet: --systemd-cgroup (use the cgroupfs driver)");
+    }
+    let root = &cli.root;
+    match &cli.command {
+        Command::Create(a) => create::run(root, a).map(|()| 0),
+        Command::Start { id } => start::run(root, id).map(|()| 0),
+        Command::State { id } => state::run(root, id).map(|()| 0),
+        Command::Kill { all, id, signal } => kill::run(root, id, signal, *all).map(|()| 0),
+        Command::Delete { force, id } => delete::run(root, id, *force).map(|()| 0),
+        Command::Run { detach, create } => run::run(root, create, *detach),
+        Command::List { format, quiet } => list::run(root, format, *quiet).map(|()| 0),
+        Command::Spec { bundle, rootless } => spec::run(bundle, *rootless).map(|()| 0),
+        other => anyhow::bail!("not implemented yet: rcrun {}", other.name()),
+    }
+}

@@ -1,0 +1,20 @@
+//! rcrun: a low-level OCI container runtime that follows the runc command-line contract.
+//!
+//! The arrows go one way: `cli` → `container` → `process` → (`rootfs`, `namespaces`,
+//! `cgroups`, `capabilities`, `identity`, `rlimits`, `sysctl`) → the kernel.
+
+pub mod bundle;
+pub mod capabilities;
+pub mod cgroups;
+pub mod cli;
+pub mod container;
+pub mod identity;
+pub mod logging;
+pub mod namespaces;
+pub mod process;
+pub mod rlimits;
+pub mod rootfs;
+pub mod signal;
+pub mod spec;
+pub mod state;
+pub mod sysctl;

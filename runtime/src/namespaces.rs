@@ -1,0 +1,166 @@
+//! Namespaces from `linux.namespaces`: which to create, which to join by path, and the
+//! user-namespace id maps.
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::unistd::Pid;
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("failed to open namespace {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to join namespace {path}")]
+    Join {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to create namespaces ({flags:?})")]
+    Unshare {
+        flags: CloneFlags,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to write {path}")]
+    IdMap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // nix has no constant for CLONE_NEWTIME.
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// What the container's init does with namespaces, decided before any fork.
+#[derive(Debug, Clone)]
+pub struct NamespacePlan {
+    /// Namespaces joined by path, user namespace first.
+    pub join: Vec<(CloneFlags, PathBuf)>,
+    /// Namespaces created new, except the user namespace (see `new_user`).
+    pub new: CloneFlags,
+    pub new_user: bool,
+    pub uid_mappings: Vec<LinuxIdMapping>,
+    pub gid_mappings: Vec<LinuxIdMapping>,
+}
+
+impl NamespacePlan {
+    pub fn from_spec(linux: Option<&Linux>) -> Self {
+        let mut plan = NamespacePlan {
+            join: Vec::new(),
+            new: CloneFlags::empty(),
+            new_user: false,
+            uid_mappings: Vec::new(),
+            gid_mappings: Vec::new(),
+        };
+        let Some(linux) = linux else {
+            return plan;
+        };
+        for ns in linux.namespaces().iter().flatten() {
+            let flag = clone_flag(ns.typ());
+            match ns.path() {
+                Some(p) => plan.join.push((flag, p.clone())),
+                None if ns.typ() == LinuxNamespaceType::User => plan.new_user = true,
+                None => plan.new |= flag,
+            }
+        }
+        // Joining the user namespace first gives us its capabilities for the joins after it.
+        plan.join
+            .sort_by_key(|(f, _)| !f.contains(CloneFlags::CLONE_NEWUSER));
+        plan.uid_mappings = linux.uid_mappings().clone().unwrap_or_default();
+        plan.gid_mappings = linux.gid_mappings().clone().unwrap_or_default();
+        plan
+    }
+
+    fn touches(&self, flag: CloneFlags) -> bool {
+        self.new.contains(flag) || self.join.iter().any(|(f, _)| f.contains(flag))
+    }
+
+    /// pid and time namespaces apply to children only, so the init must be forked after them.
+    pub fn needs_fork(&self) -> bool {
+        self.touches(CloneFlags::CLONE_NEWPID)
+            || self.touches(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+    }
+
+    pub fn private_pid(&self) -> bool {
+        self.touches(CloneFlags::CLONE_NEWPID)
+    }
+
+    pub fn has_new(&self, flag: CloneFlags) -> bool {
+        self.new.contains(flag)
+    }
+
+    pub fn joins_user(&self) -> bool {
+        self.join
+            .iter()
+            .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWUSER))
+    }
+
+    /// Opens every namespace to join before joining any, since joining a mount namespace
+    /// changes how later paths resolve.
+    pub fn open_joins(&self) -> Result<Vec<(CloneFlags, PathBuf, OwnedFd)>, NamespaceError> {
+        self.join
+            .iter()
+            .map(|(flag, path)| {
+                nix::fcntl::open(
+                    path,
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map(|fd| (*flag, path.clone(), fd))
+                .map_err(|source| NamespaceError::Open {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
+pub fn join(fds: Vec<(CloneFlags, PathBuf, OwnedFd)>) -> Result<(), NamespaceError> {
+    for (flag, path, fd) in fds {
+        setns(&fd, flag).map_err(|source| NamespaceError::Join { path, source })?;
+    }
+    Ok(())
+}
+
+pub fn unshare_flags(flags: CloneFlags) -> Result<(), NamespaceError> {
+    if flags.is_empty() {
+        return Ok(());
+    }
+    unshare(flags).map_err(|source| NamespaceError::Unshare { flags, source })
+}
+
+/// Writes uid_map and gid_map of `pid` (run by the parent, which holds the privileges).
+pub fn write_id_maps(pid: Pid, plan: &NamespacePlan) -> Result<(), NamespaceError> {
+    fn render(maps: &[LinuxIdMapping]) -> String {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    }
+    for (file, maps) in [
+        ("uid_map", &plan.uid_mappings),
+        ("gid_map", &plan.gid_mappings),
+    ] {
+        let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+        std::fs::write(&path, render(maps))
+            .map_err(|source| NamespaceError::IdMap { path, source })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! `process.terminal`: the init opens a pty inside the container and sends the master to the
+//! caller's `--console-socket` over SCM_RIGHTS, as runc does.
+use nix::mount::{mount, MsFlags};
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::unistd::dup2_stdin;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("failed to connect to console socket {path}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to {0}")]
+    Pty(&'static str, #[source] nix::Error),
+    #[error("failed to send the pty master to the console socket")]
+    Send(#[source] nix::Error),
+}
+
+/// Connects to the console socket before anything is created, so a bad path leaves nothing.
+pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
+    UnixStream::connect(path)
+        .map(OwnedFd::from)
+        .map_err(|source| ConsoleError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// In the init, after the switch of root: makes the pty, sends its master, binds the slave
+/// onto /dev/console and makes it the controlling terminal and stdio.
+pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError> {
+    let master = posix_openpt(
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+    )
+    .map_err(|e| ConsoleError::Pty("open /dev/ptmx", e))?;
+    grantpt(&master).map_err(|e| ConsoleError::Pty("grantpt", e))?;
+    unlockpt(&master).map_err(|e| ConsoleError::Pty("unlockpt", e))?;
+    let slave_path = ptsname_r(&master).map_err(|e| ConsoleError::Pty("get the pty name", e))?;
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
+        let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        nix::errno::Errno::result(r).map_err(|e| ConsoleError::Pty("set the console size", e))?;
+    }
+    let slave = nix::fcntl::open(
+        Path::new(&slave_path),
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| ConsoleError::Pty("open the pty slave", e))?;
+    bind_console(&slave_path)?;
+    let fds = [master.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let name = b"/dev/ptmx";
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(name)],
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(ConsoleError::Send)?;
+    drop(master);
+    // SAFETY: TIOCSCTTY takes an int argument; we are a session leader without a terminal.
+    let r = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    nix::errno::Errno::result(r).map_err(|e| ConsoleError::Pty("make the pty our terminal", e))?;
+    dup2_stdin(&slave).map_err(|e| ConsoleError::Pty("dup the pty to stdin", e))?;
+    nix::unistd::dup2_stdout(&slave).map_err(|e| ConsoleError::Pty("dup the pty to stdout", e))?;
+    nix::unistd::dup2_stderr(&slave).map_err(|e| ConsoleError::Pty("dup the pty to stderr", e))?;
+    Ok(())
+}
+
+fn bind_console(slave: &str) -> Result<(), ConsoleError> {
+    let console = Path::new("/dev/console");
+    if std::fs::symlink_metadata(console).is_err() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(console)
+            .map_err(|e| ConsoleError::Pty("create /dev/console", nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    }
+    mount(
+        Some(slave),
+        console,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| ConsoleError::Pty("bind the pty onto /dev/console", e))
+}

@@ -1,0 +1,152 @@
+//! Defence against CVE-2019-5736: a container must never get a writable handle on the rcrun
+//! binary through /proc/<pid>/exe. Instead of copying the binary on every start (runc's old
+//! memfd clone, slow and memory-hungry), rcrun re-executes itself once from a read-only,
+//! detached overlayfs view of its own directory: the file is the same inode's data through a
+//! mount that cannot be written, and the mount has no path anyone can reach afterwards.
+//! When the binary already lives on a read-only mount, nothing is done at all.
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// Set in the re-executed process so it does not loop.
+const SEALED_ENV: &str = "_RCRUN_SEALED";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("failed to {action} {path}")]
+    Sys {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn exe_is_read_only() -> bool {
+    nix::sys::statvfs::statvfs("/proc/self/exe")
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false)
+}
+
+/// Returns only if the running binary is already safe; otherwise re-executes it sealed.
+pub fn ensure_sealed() -> Result<(), SealError> {
+    if std::env::var_os(SEALED_ENV).is_some() {
+        // SAFETY: single-threaded at this point (called first thing in main).
+        unsafe { std::env::remove_var(SEALED_ENV) };
+        return Ok(());
+    }
+    if exe_is_read_only() {
+        return Ok(());
+    }
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|source| SealError::Io {
+        action: "read",
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    let fd = open_sealed(&exe)?;
+    let args: Vec<CString> = std::env::args_os()
+        .filter_map(|a| CString::new(a.into_encoded_bytes()).ok())
+        .collect();
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.push(CString::new(format!("{SEALED_ENV}=1")).map_err(|_| SealError::Sys {
+        action: "build environment for",
+        path: exe.clone(),
+        source: nix::Error::EINVAL,
+    })?);
+    let Err(err) =
+        nix::unistd::execveat(&fd, c"", &args, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH);
+    Err(SealError::Sys {
+        action: "re-execute sealed",
+        path: exe,
+        source: err,
+    })
+}
+
+/// Opens `exe` through a read-only overlayfs of its directory. All of it happens in a private
+/// mount namespace of our own and is detached before we return, so the host sees nothing even
+/// if we are killed halfway; the returned fd keeps the overlay alive.
+fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
+    let sys = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SealError::Sys {
+            action,
+            path,
+            source,
+        }
+    };
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let name = exe.file_name().unwrap_or_default();
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(sys("unshare a mount namespace for", exe))?;
+    // A scratch tmpfs for the overlay's mount point and its second, empty lower layer
+    // (overlayfs without an upper layer needs two lower ones, and they must not overlap
+    // the binary's directory).
+    let scratch = ["/tmp", "/run", "/var/tmp", "/mnt", "/dev/shm"]
+        .iter()
+        .map(Path::new)
+        .find(|d| d.is_dir() && !dir.starts_with(d) && !d.starts_with(dir))
+        .ok_or_else(|| SealError::Sys {
+            action: "find a scratch directory to seal",
+            path: exe.to_path_buf(),
+            source: nix::Error::ENOENT,
+        })?;
+    mount(
+        Some("tmpfs"),
+        scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        Some("size=16k,mode=700"),
+    )
+    .map_err(sys("mount scratch tmpfs on", scratch))?;
+    let opened = (|| {
+        let mnt = scratch.join("m");
+        let empty = scratch.join("e");
+        for d in [&mnt, &empty] {
+            std::fs::create_dir(d).map_err(|source| SealError::Io {
+                action: "create",
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let data = format!("lowerdir={}:{}", escape(dir), escape(&empty));
+        mount(
+            Some("overlay"),
+            &mnt,
+            Some("overlay"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+            Some(data.as_str()),
+        )
+        .map_err(sys("mount sealing overlay on", &mnt))?;
+        nix::fcntl::open(
+            &mnt.join(name),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(sys("open sealed", exe))
+    })();
+    umount2(scratch, MntFlags::MNT_DETACH).map_err(sys("detach scratch tmpfs from", scratch))?;
+    opened
+}
+
+/// overlayfs option values treat ',' and ':' as separators.
+fn escape(p: &Path) -> String {
+    p.to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace(',', "\\,")
+        .replace(':', "\\:")
+}

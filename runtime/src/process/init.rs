@@ -1,0 +1,248 @@
+//! What runs in the forked children: stage one joins and creates namespaces (and forks again
+//! when a pid or time namespace needs it); the init then builds the container around itself
+//! and finally execs the user's program. Nothing here returns to the caller's code.
+use super::sync::{Channel, Message};
+use super::{console, fifo, InitConfig, ProcessError};
+use crate::namespaces;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::{chdir, fork, getcwd, ForkResult, Gid, Uid};
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// The fds the children inherit from the parent.
+pub struct InitFds {
+    pub sync: Channel,
+    pub fifo: Option<OwnedFd>,
+    pub console: Option<OwnedFd>,
+}
+
+/// Formats an error with its causes, the way the parent prints it.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn exit_with(sync: &Channel, r: Result<std::convert::Infallible, ProcessError>) -> ! {
+    let Err(e) = r;
+    let _ = sync.send(&Message::Error(chain(&e)));
+    // SAFETY: _exit skips atexit handlers and buffers that belong to the parent's copy.
+    unsafe { libc::_exit(1) }
+}
+
+/// Stage one, in the first child.
+pub fn stage1(cfg: &InitConfig, fds: InitFds) -> ! {
+    let r = stage1_inner(cfg, &fds);
+    exit_with(&fds.sync, r)
+}
+
+fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallible, ProcessError> {
+    // /proc/<pid>/exe of this process is still the rcrun binary: keep other processes of the
+    // container (which may share our pid namespace) from opening it (CVE-2019-5736).
+    nix::sys::prctl::set_dumpable(false).map_err(|e| ProcessError::Sys("clear dumpable", e))?;
+    // Before any namespace: cgroup files belong to the host, and the cgroup namespace must be
+    // rooted at the container's own cgroup.
+    cfg.cgroup.enter()?;
+    let joins = cfg.ns.open_joins()?;
+    namespaces::join(joins)?;
+    if cfg.ns.new_user {
+        namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+        fds.sync.send(&Message::UsernsReady)?;
+        match fds.sync.recv()? {
+            Some(Message::MappingDone) => {}
+            other => return Err(ProcessError::Protocol(format!("expected mapping-done, got {other:?}"))),
+        }
+    }
+    if cfg.ns.new_user || cfg.ns.joins_user() {
+        // Become root of the user namespace so the rest of the set-up has its privileges.
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(|e| ProcessError::Sys("become gid 0 in the user namespace", e))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(|e| ProcessError::Sys("become uid 0 in the user namespace", e))?;
+    }
+    namespaces::unshare_flags(cfg.ns.new)?;
+    if cfg.ns.needs_fork() {
+        // SAFETY: single-threaded; the child only runs our own code and then execs.
+        match unsafe { fork() }.map_err(|e| ProcessError::Sys("fork the container init", e))? {
+            ForkResult::Child => init(cfg, fds),
+            ForkResult::Parent { child } => {
+                fds.sync.send(&Message::InitPid(child.as_raw()))?;
+                // SAFETY: see exit_with.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    } else {
+        fds.sync
+            .send(&Message::InitPid(nix::unistd::getpid().as_raw()))?;
+        init(cfg, fds)
+    }
+}
+
+fn init(cfg: &InitConfig, fds: &InitFds) -> ! {
+    let r = init_inner(cfg, fds);
+    exit_with(&fds.sync, r)
+}
+
+fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallible, ProcessError> {
+    nix::unistd::setsid().map_err(|e| ProcessError::Sys("start a new session", e))?;
+    if cfg.new_keyring {
+        join_session_keyring(&cfg.id);
+    }
+    // Device nodes must get exactly the modes the spec gives.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    if let Some(rootfs) = &cfg.rootfs {
+        rootfs.prepare()?;
+    }
+    if let Some(sock) = &fds.console {
+        console::setup(sock, cfg.console_size)?;
+    }
+    if let Some(h) = &cfg.hostname {
+        nix::unistd::sethostname(h).map_err(|e| ProcessError::Sys("set hostname", e))?;
+    }
+    if let Some(d) = &cfg.domainname {
+        set_domainname(d)?;
+    }
+    crate::sysctl::apply(&cfg.sysctl)?;
+    if let Some(rootfs) = &cfg.rootfs {
+        rootfs.finalize()?;
+    }
+    if let Some(adj) = cfg.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|source| {
+            ProcessError::Io {
+                action: "set oom_score_adj",
+                path: PathBuf::from("/proc/self/oom_score_adj"),
+                source,
+            }
+        })?;
+    }
+    crate::rlimits::apply(&cfg.rlimits)?;
+    // The cwd is entered while still root (as runc does first), and checked afterwards: a
+    // cwd that resolves outside the container (e.g. /proc/self/fd/N of a leaked host
+    // directory, CVE-2024-21626) makes getcwd fail, and the container is refused.
+    chdir(&cfg.cwd).map_err(|e| ProcessError::Cwd(cfg.cwd.clone(), e.to_string()))?;
+    match getcwd() {
+        Ok(p) if p.is_absolute() => {}
+        _ => {
+            return Err(ProcessError::Cwd(
+                cfg.cwd.clone(),
+                "it resolves outside the container's root".into(),
+            ))
+        }
+    }
+    cfg.caps.apply_bounding()?;
+    cfg.identity.apply(cfg.setgroups_allowed)?;
+    cfg.caps.apply_process_sets()?;
+    if cfg.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| ProcessError::Sys("set no_new_privs", e))?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(cfg.identity.umask));
+    let program = find_program(&cfg.args[0], &cfg.env)?;
+    reset_signals()?;
+    // Everything above the preserved fds is closed by exec; the preserved ones are the
+    // caller's and already inheritable.
+    close_on_exec_from(3 + cfg.preserve_fds)?;
+    fds.sync.send(&Message::Ready)?;
+    if let Some(fifo) = &fds.fifo {
+        fifo::wait_for_start(fifo).map_err(|source| ProcessError::Io {
+            action: "wait on",
+            path: PathBuf::from("exec.fifo"),
+            source,
+        })?;
+    }
+    let Err(e) = nix::unistd::execve(&program, &cfg.args, &cfg.env);
+    Err(ProcessError::Exec(cfg.args[0].to_string_lossy().into_owned(), e))
+}
+
+/// Resolves the program the way execvp would, but with the container's own PATH.
+fn find_program(arg0: &CString, env: &[CString]) -> Result<CString, ProcessError> {
+    let name = arg0.to_string_lossy();
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file())
+            && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+    };
+    if name.contains('/') {
+        return if runnable(Path::new(name.as_ref())) {
+            Ok(arg0.clone())
+        } else {
+            Err(ProcessError::NotFound(name.into_owned(), "no such executable file".into()))
+        };
+    }
+    let path = env
+        .iter()
+        .filter_map(|e| e.to_str().ok())
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name.as_ref());
+        if runnable(&candidate) {
+            return CString::new(candidate.into_os_string().into_encoded_bytes())
+                .map_err(|_| ProcessError::NotFound(name.into_owned(), "bad path".into()));
+        }
+    }
+    Err(ProcessError::NotFound(
+        name.into_owned(),
+        "executable file not found in $PATH".into(),
+    ))
+}
+
+/// Signal dispositions and the mask survive exec; the container must start with defaults
+/// (Rust's runtime, for one, ignores SIGPIPE).
+fn reset_signals() -> Result<(), ProcessError> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| ProcessError::Sys("clear the signal mask", e))
+}
+
+fn close_on_exec_from(first: i32) -> Result<(), ProcessError> {
+    let first = u32::try_from(first).unwrap_or(3);
+    // SAFETY: close_range only changes fd flags of this process.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(ProcessError::Sys(
+            "mark fds close-on-exec",
+            nix::Error::last(),
+        ));
+    }
+    Ok(())
+}
+
+fn set_domainname(name: &str) -> Result<(), ProcessError> {
+    // SAFETY: the pointer and length describe `name`, which outlives the call.
+    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    nix::errno::Errno::result(r)
+        .map(|_| ())
+        .map_err(|e| ProcessError::Sys("set domainname", e))
+}
+
+/// A session keyring of the container's own, so it cannot read the caller's keys. Failures
+/// (keyrings disabled, or not permitted in a user namespace) leave the inherited one, as runc
+/// does.
+fn join_session_keyring(id: &str) {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    if let Ok(name) = CString::new(format!("_ses.{id}")) {
+        // SAFETY: keyctl reads the NUL-terminated name, which outlives the call.
+        unsafe {
+            libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr());
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! How the container's init is born: a fork (no re-exec, so no copy of the runtime), a second
+//! fork when a pid or time namespace needs one, and a sync channel to the parent that carries
+//! user-namespace mapping requests, the init's pid, readiness and errors.
+pub mod console;
+pub mod exe_seal;
+pub mod fifo;
+mod init;
+pub mod sync;
+
+use crate::capabilities::{CapabilityError, CapabilitySets};
+use crate::cgroups::{Cgroup, CgroupError};
+use crate::identity::{Identity, IdentityError};
+use crate::namespaces::{self, NamespaceError, NamespacePlan};
+use crate::rlimits::{Rlimit, RlimitError};
+use crate::rootfs::{RootfsError, RootfsPlan};
+use crate::sysctl::SysctlError;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use sync::{Channel, Message, SyncError};
+
+pub(crate) use init::chain;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("failed to {0}")]
+    Sys(&'static str, #[source] nix::Error),
+    #[error("failed to {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot use cwd {0}: {1}")]
+    Cwd(PathBuf, String),
+    #[error("cannot run {0:?}: {1}")]
+    NotFound(String, String),
+    #[error("failed to exec {0:?}")]
+    Exec(String, #[source] nix::Error),
+    #[error("container init failed: {0}")]
+    Init(String),
+    #[error("container init exited before it was ready")]
+    InitExited,
+    #[error("sync protocol error: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Rlimit(#[from] RlimitError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
+}
+
+/// Everything the init needs, converted and validated before the fork.
+pub struct InitConfig {
+    pub id: String,
+    pub ns: NamespacePlan,
+    /// None when the container joins an existing mount namespace.
+    pub rootfs: Option<RootfsPlan>,
+    pub cgroup: Cgroup,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub sysctl: HashMap<String, String>,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+    pub cwd: PathBuf,
+    pub identity: Identity,
+    pub setgroups_allowed: bool,
+    pub caps: CapabilitySets,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privs: bool,
+    pub oom_score_adj: Option<i32>,
+    pub console_size: Option<(u16, u16)>,
+    pub preserve_fds: i32,
+    pub new_keyring: bool,
+}
+
+/// Kills and reaps what a failed spawn started.
+struct SpawnGuard {
+    stage1: Pid,
+    init: Option<Pid>,
+    armed: bool,
+}
+
+impl Drop for SpawnGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(init) = self.init {
+            let _ = kill(init, Signal::SIGKILL);
+        }
+        let _ = kill(self.stage1, Signal::SIGKILL);
+        let _ = waitpid(self.stage1, None);
+        if let Some(init) = self.init.filter(|p| *p != self.stage1) {
+            // It is our child only when we are a subreaper (run); otherwise init reaps it.
+            let _ = waitpid(init, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// Forks the container's init and waits until it is set up. Returns its pid (in our pid
+/// namespace). With an exec fifo the init then blocks until `start`; without one it execs.
+pub fn spawn(
+    cfg: &InitConfig,
+    fifo: Option<OwnedFd>,
+    console: Option<OwnedFd>,
+) -> Result<Pid, ProcessError> {
+    let (parent, child) = Channel::pair()?;
+    // SAFETY: rcrun is single-threaded, so the child may allocate and run our code.
+    match unsafe { fork() }.map_err(|e| ProcessError::Sys("fork", e))? {
+        ForkResult::Child => {
+            drop(parent);
+            init::stage1(
+                cfg,
+                init::InitFds {
+                    sync: child,
+                    fifo,
+                    console,
+                },
+            )
+        }
+        ForkResult::Parent { child: stage1 } => {
+            drop(child);
+            drop(fifo);
+            drop(console);
+            let mut guard = SpawnGuard {
+                stage1,
+                init: None,
+                armed: true,
+            };
+            loop {
+                match parent.recv()? {
+                    Some(Message::UsernsReady) => {
+                        namespaces::write_id_maps(stage1, &cfg.ns)?;
+                        parent.send(&Message::MappingDone)?;
+                    }
+                    Some(Message::InitPid(p)) => guard.init = Some(Pid::from_raw(p)),
+                    Some(Message::Ready) => break,
+                    Some(Message::Error(msg)) => return Err(ProcessError::Init(msg)),
+                    Some(other) => {
+                        return Err(ProcessError::Protocol(format!("unexpected {other:?}")))
+                    }
+                    None => return Err(ProcessError::InitExited),
+                }
+            }
+            let init = guard
+                .init
+                .ok_or_else(|| ProcessError::Protocol("ready before init pid".into()))?;
+            if init != stage1 {
+                waitpid(stage1, None).map_err(|e| ProcessError::Sys("reap stage one", e))?;
+            }
+            guard.armed = false;
+            Ok(init)
+        }
+    }
+}

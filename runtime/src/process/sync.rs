@@ -1,0 +1,78 @@
+//! The channel between rcrun and the container's init: a SOCK_SEQPACKET socketpair, one
+//! JSON message per packet, so message boundaries need no framing.
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("failed to create the sync socketpair")]
+    Pair(#[source] nix::Error),
+    #[error("failed to send {0} to the other side")]
+    Send(&'static str, #[source] nix::Error),
+    #[error("failed to receive from the other side")]
+    Recv(#[source] nix::Error),
+    #[error("malformed sync message")]
+    Decode(#[source] serde_json::Error),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Message {
+    /// The child unshared its user namespace and waits for its id maps.
+    UsernsReady,
+    /// The parent wrote the maps.
+    MappingDone,
+    /// The container's init, as seen from the parent's pid namespace.
+    InitPid(i32),
+    /// The init is set up and about to wait on the exec fifo (or to exec).
+    Ready,
+    Error(String),
+}
+
+impl Message {
+    fn name(&self) -> &'static str {
+        match self {
+            Message::UsernsReady => "userns-ready",
+            Message::MappingDone => "mapping-done",
+            Message::InitPid(_) => "init-pid",
+            Message::Ready => "ready",
+            Message::Error(_) => "error",
+        }
+    }
+}
+
+pub struct Channel(OwnedFd);
+
+impl Channel {
+    pub fn pair() -> Result<(Channel, Channel), SyncError> {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(SyncError::Pair)?;
+        Ok((Channel(a), Channel(b)))
+    }
+
+    pub fn send(&self, msg: &Message) -> Result<(), SyncError> {
+        let data = serde_json::to_vec(msg).map_err(SyncError::Decode)?;
+        // MSG_NOSIGNAL: a peer that died must give us EPIPE, not kill us with SIGPIPE.
+        send(self.0.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL)
+            .map(|_| ())
+            .map_err(|e| SyncError::Send(msg.name(), e))
+    }
+
+    /// The next message, or `None` once every peer has closed its end.
+    pub fn recv(&self) -> Result<Option<Message>, SyncError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => return serde_json::from_slice(&buf[..n]).map(Some).map_err(SyncError::Decode),
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(SyncError::Recv(e)),
+            }
+        }
+    }
+}

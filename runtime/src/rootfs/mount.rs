@@ -1,0 +1,346 @@
+//! One `mounts[]` entry: its options parsed into flags once, up front, then mounted inside
+//! the rootfs.
+use super::path::{create_mount_point, fd_path, open_inside, secure_join};
+use super::RootfsError;
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::Mount;
+use std::path::{Path, PathBuf};
+
+/// A mount with its options already understood.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    /// Absolute path inside the container.
+    pub destination: PathBuf,
+    pub source: Option<PathBuf>,
+    pub fstype: String,
+    pub flags: MsFlags,
+    pub data: String,
+    pub propagation: Vec<MsFlags>,
+}
+
+enum Opt {
+    Set(MsFlags),
+    Clear(MsFlags),
+}
+
+fn flag_option(name: &str) -> Option<Opt> {
+    use MsFlags as F;
+    use Opt::{Clear, Set};
+    Some(match name {
+        "defaults" => Clear(F::empty()),
+        "ro" => Set(F::MS_RDONLY),
+        "rw" => Clear(F::MS_RDONLY),
+        "suid" => Clear(F::MS_NOSUID),
+        "nosuid" => Set(F::MS_NOSUID),
+        "dev" => Clear(F::MS_NODEV),
+        "nodev" => Set(F::MS_NODEV),
+        "exec" => Clear(F::MS_NOEXEC),
+        "noexec" => Set(F::MS_NOEXEC),
+        "sync" => Set(F::MS_SYNCHRONOUS),
+        "async" => Clear(F::MS_SYNCHRONOUS),
+        "dirsync" => Set(F::MS_DIRSYNC),
+        "remount" => Set(F::MS_REMOUNT),
+        "mand" => Set(F::MS_MANDLOCK),
+        "nomand" => Clear(F::MS_MANDLOCK),
+        "atime" => Clear(F::MS_NOATIME),
+        "noatime" => Set(F::MS_NOATIME),
+        "diratime" => Clear(F::MS_NODIRATIME),
+        "nodiratime" => Set(F::MS_NODIRATIME),
+        "bind" => Set(F::MS_BIND),
+        "rbind" => Set(F::MS_BIND | F::MS_REC),
+        "relatime" => Set(F::MS_RELATIME),
+        "norelatime" => Clear(F::MS_RELATIME),
+        "strictatime" => Set(F::MS_STRICTATIME),
+        "nostrictatime" => Clear(F::MS_STRICTATIME),
+        "lazytime" => Set(F::MS_LAZYTIME),
+        "nolazytime" => Clear(F::MS_LAZYTIME),
+        "silent" => Set(F::MS_SILENT),
+        "loud" => Clear(F::MS_SILENT),
+        _ => return None,
+    })
+}
+
+/// Propagation option names as mount(8) spells them.
+pub fn parse_propagation(name: &str) -> Option<MsFlags> {
+    use MsFlags as F;
+    Some(match name {
+        "private" => F::MS_PRIVATE,
+        "rprivate" => F::MS_PRIVATE | F::MS_REC,
+        "shared" => F::MS_SHARED,
+        "rshared" => F::MS_SHARED | F::MS_REC,
+        "slave" => F::MS_SLAVE,
+        "rslave" => F::MS_SLAVE | F::MS_REC,
+        "unbindable" => F::MS_UNBINDABLE,
+        "runbindable" => F::MS_UNBINDABLE | F::MS_REC,
+        _ => return None,
+    })
+}
+
+/// Options that mean something to runc or to newer kernels but that this build does not do.
+fn unsupported_option(name: &str) -> bool {
+    matches!(name, "tmpcopyup" | "idmap" | "ridmap")
+        || (name.len() > 1
+            && name.starts_with('r')
+            && !matches!(name, "rbind" | "relatime" | "rprivate" | "rshared" | "rslave" | "runbindable")
+            && flag_option(&name[1..]).is_some())
+}
+
+impl MountEntry {
+    pub fn from_spec(m: &Mount) -> Result<Self, RootfsError> {
+        let destination = Path::new("/").join(m.destination());
+        let mut flags = MsFlags::empty();
+        let mut data = Vec::new();
+        let mut propagation = Vec::new();
+        for opt in m.options().iter().flatten() {
+            if unsupported_option(opt) {
+                return Err(RootfsError::NotImplemented(format!(
+                    "mount option {opt:?} (on {})",
+                    destination.display()
+                )));
+            }
+            if let Some(p) = parse_propagation(opt) {
+                propagation.push(p);
+            } else if let Some(o) = flag_option(opt) {
+                match o {
+                    Opt::Set(f) => flags |= f,
+                    Opt::Clear(f) => flags &= !f,
+                }
+            } else {
+                data.push(opt.as_str());
+            }
+        }
+        let fstype = m.typ().clone().unwrap_or_default();
+        if fstype == "bind" {
+            flags |= MsFlags::MS_BIND;
+        }
+        if fstype.is_empty() && !flags.contains(MsFlags::MS_BIND) {
+            return Err(RootfsError::Spec(format!(
+                "mount on {} has no type and is not a bind mount",
+                destination.display()
+            )));
+        }
+        Ok(MountEntry {
+            destination,
+            source: m.source().clone(),
+            fstype,
+            flags,
+            data: data.join(","),
+            propagation,
+        })
+    }
+
+    pub fn is_bind(&self) -> bool {
+        self.flags.contains(MsFlags::MS_BIND)
+    }
+
+    /// Mounts this entry inside `rootfs` (before pivot_root, in the container's mount namespace).
+    pub fn mount_in(&self, rootfs: &Path, cgroup_dirs: &[PathBuf]) -> Result<(), RootfsError> {
+        let dest = secure_join(rootfs, &self.destination)?;
+        if self.fstype == "cgroup" || self.fstype == "cgroup2" {
+            return self.mount_cgroup(rootfs, &dest, cgroup_dirs);
+        }
+        let source = self.source.clone().unwrap_or_else(|| PathBuf::from(&self.fstype));
+        let as_file = self.is_bind()
+            && std::fs::metadata(&source)
+                .map(|m| !m.is_dir())
+                .map_err(|source_err| RootfsError::Io {
+                    action: "stat bind mount source",
+                    path: source.clone(),
+                    source: source_err,
+                })?;
+        create_mount_point(&dest, as_file)?;
+        let fd = open_inside(rootfs, &dest)?;
+        let target = fd_path(&fd);
+        let sys = |action: &'static str| {
+            let dest = dest.clone();
+            move |source| RootfsError::Sys {
+                action,
+                path: dest,
+                source,
+            }
+        };
+        if self.is_bind() {
+            let bind = self.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
+            mount(Some(&source), &target, None::<&str>, bind, None::<&str>)
+                .map_err(sys("bind mount"))?;
+            // A bind mount ignores every other flag; they only take effect on a remount.
+            let rest = self.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+            if !rest.is_empty() {
+                remount_bind(&dest, rest)?;
+            }
+        } else {
+            let data = (!self.data.is_empty()).then_some(self.data.as_str());
+            match mount(Some(&source), &target, Some(self.fstype.as_str()), self.flags, data) {
+                Ok(()) => {}
+                // sysfs can only be mounted by the owner of the network namespace; a container
+                // that shares the host's gets the host's /sys bound in instead, as runc does.
+                Err(nix::Error::EPERM) if self.fstype == "sysfs" => {
+                    mount(
+                        Some("/sys"),
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(sys("bind mount /sys"))?;
+                    remount_bind(&dest, self.flags)?;
+                }
+                Err(e) => return Err(sys("mount")(e)),
+            }
+        }
+        drop(fd);
+        for p in &self.propagation {
+            mount(None::<&str>, &dest, None::<&str>, *p, None::<&str>)
+                .map_err(sys("set mount propagation on"))?;
+        }
+        Ok(())
+    }
+
+    /// `type: cgroup` on a v1 host: a tmpfs with the container's own directory of every
+    /// hierarchy bound in; on a v2 host: cgroup2 itself.
+    fn mount_cgroup(
+        &self,
+        rootfs: &Path,
+        dest: &Path,
+        cgroup_dirs: &[PathBuf],
+    ) -> Result<(), RootfsError> {
+        create_mount_point(dest, false)?;
+        let fd = open_inside(rootfs, dest)?;
+        let target = fd_path(&fd);
+        let sys = |action: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| RootfsError::Sys {
+                action,
+                path: p,
+                source,
+            }
+        };
+        let flags = self.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        let v1: Vec<&PathBuf> = cgroup_dirs
+            .iter()
+            .filter(|d| !is_cgroup2(d))
+            .collect();
+        if v1.is_empty() {
+            return mount(Some("cgroup2"), &target, Some("cgroup2"), flags, None::<&str>)
+                .map_err(sys("mount cgroup2 on", dest));
+        }
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .map_err(sys("mount tmpfs on", dest))?;
+        drop(fd);
+        for dir in v1 {
+            let Some(name) = hierarchy_name(dir) else {
+                continue;
+            };
+            let sub = dest.join(&name);
+            create_mount_point(&sub, false)?;
+            mount(
+                Some(dir.as_path()),
+                &sub,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys("bind mount cgroup on", &sub))?;
+            remount_bind(&sub, flags)?;
+        }
+        if flags.contains(MsFlags::MS_RDONLY) {
+            remount_bind(dest, flags)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_cgroup2(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// `/sys/fs/cgroup/<name>/...` → `<name>` (e.g. `memory`, `cpu,cpuacct`, `systemd`).
+fn hierarchy_name(dir: &Path) -> Option<String> {
+    dir.strip_prefix("/sys/fs/cgroup")
+        .ok()?
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+}
+
+/// Re-applies flags to a bind mount. Flags the kernel has locked on it (nosuid, nodev, noexec
+/// and the atime ones, e.g. inherited in a user namespace) are kept, or the remount fails.
+pub fn remount_bind(path: &Path, flags: MsFlags) -> Result<(), RootfsError> {
+    let locked = nix::sys::statvfs::statvfs(path)
+        .map(|s| {
+            use nix::sys::statvfs::FsFlags as V;
+            let f = s.flags();
+            let mut m = MsFlags::empty();
+            for (v, ms) in [
+                (V::ST_NOSUID, MsFlags::MS_NOSUID),
+                (V::ST_NODEV, MsFlags::MS_NODEV),
+                (V::ST_NOEXEC, MsFlags::MS_NOEXEC),
+                (V::ST_NOATIME, MsFlags::MS_NOATIME),
+                (V::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+                (V::ST_RELATIME, MsFlags::MS_RELATIME),
+            ] {
+                if f.contains(v) {
+                    m |= ms;
+                }
+            }
+            m
+        })
+        .unwrap_or(MsFlags::empty());
+    let propagation = MsFlags::MS_SHARED | MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE | MsFlags::MS_UNBINDABLE;
+    let flags = (flags | locked) & !propagation;
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+        None::<&str>,
+    )
+    .map_err(|source| RootfsError::Sys {
+        action: "remount",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::MountBuilder;
+
+    fn entry(typ: &str, opts: &[&str]) -> Result<MountEntry, RootfsError> {
+        let m = MountBuilder::default()
+            .destination("/x")
+            .typ(typ)
+            .source("src")
+            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap();
+        MountEntry::from_spec(&m)
+    }
+
+    #[test]
+    fn options_become_flags_data_and_propagation() {
+        let e = entry("tmpfs", &["nosuid", "noexec", "size=64k", "mode=755", "rslave", "ro"]).unwrap();
+        assert_eq!(e.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY);
+        assert_eq!(e.data, "size=64k,mode=755");
+        assert_eq!(e.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
+        let b = entry("none", &["rbind", "rw"]).unwrap();
+        assert!(b.is_bind() && b.flags.contains(MsFlags::MS_REC));
+        assert!(entry("bind", &[]).unwrap().is_bind());
+    }
+
+    #[test]
+    fn options_we_do_not_implement_are_refused() {
+        for o in ["tmpcopyup", "idmap", "rro", "rnosuid"] {
+            assert!(matches!(entry("tmpfs", &[o]), Err(RootfsError::NotImplemented(_))), "{o}");
+        }
+    }
+}
