@@ -116,15 +116,25 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
     }
     if let Some(env) = process.env() {
         if let Some(bad) = env.iter().find(|e| !e.contains('=')) {
-            return Err(invalid(format!("process.env entry {bad:?} is not KEY=VALUE")));
+            return Err(invalid(format!(
+                "process.env entry {bad:?} is not KEY=VALUE"
+            )));
         }
     }
-    if process.apparmor_profile().as_deref().is_some_and(|p| !p.is_empty()) {
+    if process
+        .apparmor_profile()
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
         return Err(BundleError::NotImplemented(
             "process.apparmorProfile (AppArmor is not enabled on this host)".into(),
         ));
     }
-    if process.selinux_label().as_deref().is_some_and(|p| !p.is_empty()) {
+    if process
+        .selinux_label()
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
         return Err(BundleError::NotImplemented("process.selinuxLabel".into()));
     }
     if process.io_priority().is_some() {
@@ -134,7 +144,9 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
         return Err(BundleError::NotImplemented("process.scheduler".into()));
     }
     if process.exec_cpu_affinity().is_some() {
-        return Err(BundleError::NotImplemented("process.execCPUAffinity".into()));
+        return Err(BundleError::NotImplemented(
+            "process.execCPUAffinity".into(),
+        ));
     }
     if let Some(rlimits) = process.rlimits() {
         let mut seen = HashSet::new();
@@ -204,17 +216,23 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
         return Err(invalid("uid/gid mappings require a user namespace"));
     }
     if new_userns && !maps {
-        return Err(invalid("a new user namespace needs uidMappings and gidMappings"));
+        return Err(invalid(
+            "a new user namespace needs uidMappings and gidMappings",
+        ));
     }
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
         && !has_new(LinuxNamespaceType::Uts)
     {
-        return Err(invalid("cannot set hostname without a private UTS namespace"));
+        return Err(invalid(
+            "cannot set hostname without a private UTS namespace",
+        ));
     }
     if spec.domainname().as_deref().is_some_and(|h| !h.is_empty())
         && !has_new(LinuxNamespaceType::Uts)
     {
-        return Err(invalid("cannot set domainname without a private UTS namespace"));
+        return Err(invalid(
+            "cannot set domainname without a private UTS namespace",
+        ));
     }
     if linux.time_offsets().is_some() {
         return Err(BundleError::NotImplemented("linux.timeOffsets".into()));
@@ -236,12 +254,20 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
     if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(BundleError::NotImplemented("linux.netDevices".into()));
     }
-    if linux.mount_label().as_deref().is_some_and(|l| !l.is_empty()) {
-        return Err(BundleError::NotImplemented("linux.mountLabel (SELinux)".into()));
+    if linux
+        .mount_label()
+        .as_deref()
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Err(BundleError::NotImplemented(
+            "linux.mountLabel (SELinux)".into(),
+        ));
     }
     if let Some(propagation) = linux.rootfs_propagation() {
         if !propagation.is_empty() && crate::rootfs::parse_propagation(propagation).is_none() {
-            return Err(invalid(format!("unknown rootfsPropagation {propagation:?}")));
+            return Err(invalid(format!(
+                "unknown rootfsPropagation {propagation:?}"
+            )));
         }
     }
     for key in linux.sysctl().iter().flat_map(|s| s.keys()) {

@@ -75,13 +75,13 @@ impl CapabilitySets {
                 unknown.join(", ")
             ));
         }
-        if !skipped.is_empty() {
+        if !skipped.is_empty() && log::log_enabled!(log::Level::Debug) {
             let mut names: Vec<String> = skipped.iter().map(|c| c.to_string()).collect();
             names.sort();
-            warnings.push(format!(
+            log::debug!(
                 "ambient capabilities need to be permitted and inheritable; skipping: {}",
                 names.join(", ")
-            ));
+            );
         }
         (sets, warnings)
     }
@@ -92,12 +92,10 @@ impl CapabilitySets {
         // The bounding set can only shrink, one capability at a time.
         for cap in caps::runtime::thread_all_supported() {
             if !self.bounding.contains(&cap) {
-                caps::drop(None, CapSet::Bounding, cap).map_err(|source| {
-                    CapabilityError::Set {
-                        action: "drop from",
-                        set: "bounding",
-                        source,
-                    }
+                caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapabilityError::Set {
+                    action: "drop from",
+                    set: "bounding",
+                    source,
                 })?;
             }
         }
@@ -115,11 +113,12 @@ impl CapabilitySets {
             }
         };
         // effective must stay a subset of permitted at every step: shrink it first, widen last.
-        let current_eff = caps::read(None, CapSet::Effective).map_err(|source| CapabilityError::Set {
-            action: "read",
-            set: "effective",
-            source,
-        })?;
+        let current_eff =
+            caps::read(None, CapSet::Effective).map_err(|source| CapabilityError::Set {
+                action: "read",
+                set: "effective",
+                source,
+            })?;
         let interim: CapsHashSet = current_eff.intersection(&self.permitted).copied().collect();
         // inheritable first, while CAP_SETPCAP may still be effective.
         caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(err("inheritable"))?;

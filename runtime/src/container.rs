@@ -66,6 +66,15 @@ pub struct ContainerBuilder {
     preserve_fds: i32,
     no_pivot: bool,
     no_new_keyring: bool,
+    proxy_terminal: bool,
+}
+
+/// A container that `run` started.
+pub struct Started {
+    pub pid: Pid,
+    /// The pty master, when rcrun itself holds the container's terminal (foreground `run`
+    /// without --console-socket).
+    pub pty_master: Option<OwnedFd>,
 }
 
 impl ContainerBuilder {
@@ -78,6 +87,7 @@ impl ContainerBuilder {
             preserve_fds: 0,
             no_pivot: false,
             no_new_keyring: false,
+            proxy_terminal: false,
         }
     }
     pub fn with_pid_file(mut self, p: Option<PathBuf>) -> Self {
@@ -100,18 +110,23 @@ impl ContainerBuilder {
         self.no_new_keyring = b;
         self
     }
+    /// For a foreground `run`: without a console socket, rcrun takes the pty master itself.
+    pub fn with_terminal_proxy(mut self, b: bool) -> Self {
+        self.proxy_terminal = b;
+        self
+    }
 
     /// `create`: the container exists and its init waits on the exec fifo.
     pub fn create(self, bundle: &Path) -> Result<Pid, ContainerError> {
-        self.build(bundle, true)
+        self.build(bundle, true).map(|s| s.pid)
     }
 
     /// `run`: like create, but the init execs as soon as it is ready (no fifo round trip).
-    pub fn create_and_start(self, bundle: &Path) -> Result<Pid, ContainerError> {
+    pub fn create_and_start(self, bundle: &Path) -> Result<Started, ContainerError> {
         self.build(bundle, false)
     }
 
-    fn build(self, bundle_dir: &Path, wait_for_start: bool) -> Result<Pid, ContainerError> {
+    fn build(self, bundle_dir: &Path, wait_for_start: bool) -> Result<Started, ContainerError> {
         crate::state::validate_id(&self.id)?;
         let bundle = Bundle::load(bundle_dir)?;
         let (cfg, warnings) = init_config(&self, &bundle)?;
@@ -124,8 +139,14 @@ impl ContainerBuilder {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
+        let mut our_end = None;
         let console = match (&self.console_socket, terminal) {
             (Some(p), true) => Some(console::connect(p)?),
+            (None, true) if self.proxy_terminal => {
+                let (ours, theirs) = console::pair()?;
+                our_end = Some(ours);
+                Some(theirs)
+            }
             (None, true) => {
                 return Err(ContainerError::Invalid(
                     "process.terminal is true but no --console-socket was given".into(),
@@ -140,8 +161,14 @@ impl ContainerBuilder {
             cgroup: None,
             pid: None,
         };
-        cfg.cgroup
-            .create(bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()))?;
+        guard.cgroup = Some(cfg.cgroup.clone());
+        cfg.cgroup.create(
+            bundle
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref()),
+        )?;
         cfg.cgroup.allow_devices(
             bundle
                 .spec
@@ -151,8 +178,10 @@ impl ContainerBuilder {
                 .map(Vec::as_slice)
                 .unwrap_or(&[]),
         )?;
-        guard.cgroup = Some(Cgroup::from_paths(cfg.cgroup.paths().clone()));
-        let dir = guard.dir.as_ref().ok_or(ContainerError::Invalid("lost state dir".into()))?;
+        let dir = guard
+            .dir
+            .as_ref()
+            .ok_or(ContainerError::Invalid("lost state dir".into()))?;
         let fifo_fd: Option<OwnedFd> = if wait_for_start {
             Some(fifo::create(&dir.fifo_path())?)
         } else {
@@ -160,6 +189,8 @@ impl ContainerBuilder {
         };
         let pid = process::spawn(&cfg, fifo_fd, console)?;
         guard.pid = Some(pid);
+        // The init sent the master before it reported ready, so it is waiting in the socket.
+        let pty_master = our_end.as_ref().map(console::recv_master).transpose()?;
         let saved = Saved {
             id: self.id.clone(),
             pid: pid.as_raw(),
@@ -178,7 +209,7 @@ impl ContainerBuilder {
             write_pid_file(p, pid)?;
         }
         guard.disarm();
-        Ok(pid)
+        Ok(Started { pid, pty_master })
     }
 }
 
@@ -216,7 +247,10 @@ impl Drop for CreateGuard {
     }
 }
 
-fn cstrings<'a>(what: &str, v: impl Iterator<Item = &'a String>) -> Result<Vec<CString>, ContainerError> {
+fn cstrings<'a>(
+    what: &str,
+    v: impl Iterator<Item = &'a String>,
+) -> Result<Vec<CString>, ContainerError> {
     v.map(|s| {
         CString::new(s.as_bytes())
             .map_err(|_| ContainerError::Invalid(format!("{what} {s:?} contains a NUL byte")))
@@ -225,7 +259,10 @@ fn cstrings<'a>(what: &str, v: impl Iterator<Item = &'a String>) -> Result<Vec<C
 }
 
 /// Turns the validated spec into the init's typed instructions; returns warnings to log.
-fn init_config(b: &ContainerBuilder, bundle: &Bundle) -> Result<(InitConfig, Vec<String>), ContainerError> {
+fn init_config(
+    b: &ContainerBuilder,
+    bundle: &Bundle,
+) -> Result<(InitConfig, Vec<String>), ContainerError> {
     let spec = &bundle.spec;
     let linux = spec.linux().as_ref();
     let process = spec
@@ -238,7 +275,11 @@ fn init_config(b: &ContainerBuilder, bundle: &Bundle) -> Result<(InitConfig, Vec
         let mut plan = RootfsPlan::from_bundle(bundle, b.no_pivot, in_userns)?;
         plan.cgroup_dirs = Vec::new();
         Some(plan)
-    } else if ns.join.iter().any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNS)) {
+    } else if ns
+        .join
+        .iter()
+        .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNS))
+    {
         None
     } else {
         return Err(ContainerError::Invalid(
@@ -249,6 +290,7 @@ fn init_config(b: &ContainerBuilder, bundle: &Bundle) -> Result<(InitConfig, Vec
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.to_string_lossy().into_owned());
     let cgroup = Cgroup::resolve(cgroups_path.as_deref(), &b.id)?;
+    cgroup.check_applicable(linux.and_then(|l| l.resources().as_ref()))?;
     let rootfs = rootfs.map(|mut r| {
         r.cgroup_dirs = cgroup.paths().dirs.clone();
         r
@@ -271,9 +313,12 @@ fn init_config(b: &ContainerBuilder, bundle: &Bundle) -> Result<(InitConfig, Vec
     } else {
         true
     };
-    let console_size = process
-        .console_size()
-        .map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16));
+    let console_size = process.console_size().map(|b| {
+        (
+            b.height().min(u16::MAX as u64) as u16,
+            b.width().min(u16::MAX as u64) as u16,
+        )
+    });
     Ok((
         InitConfig {
             id: b.id.clone(),
@@ -306,8 +351,14 @@ fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
         source,
     };
     // Written to a temp file and renamed, so a reader never sees an empty pid file.
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, pid.as_raw().to_string()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
@@ -343,7 +394,9 @@ fn init_alive(saved: &Saved) -> bool {
         return false;
     }
     match proc_stat(Pid::from_raw(saved.pid)) {
-        Some((state, start)) => state != 'Z' && state != 'X' && (saved.pid_start == 0 || start == saved.pid_start),
+        Some((state, start)) => {
+            state != 'Z' && state != 'X' && (saved.pid_start == 0 || start == saved.pid_start)
+        }
         None => false,
     }
 }
@@ -390,7 +443,11 @@ fn to_oci_state(dir: &Path, saved: Saved) -> OciState {
         oci_version: saved.config.version().clone(),
         id: saved.id,
         status,
-        pid: if status == Status::Stopped { 0 } else { saved.pid },
+        pid: if status == Status::Stopped {
+            0
+        } else {
+            saved.pid
+        },
         bundle: saved.bundle,
         rootfs: saved.rootfs,
         created: saved.created,
@@ -496,10 +553,18 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
 fn kill_and_wait(saved: &Saved) -> Result<(), ContainerError> {
     // Without its own pid namespace, killing the init does not take the others with it.
     match signal_container(saved, Signal::SIGKILL, !saved.private_pid_ns) {
-        Ok(()) | Err(ContainerError::Signal { source: nix::Error::ESRCH, .. }) => {}
+        Ok(())
+        | Err(ContainerError::Signal {
+            source: nix::Error::ESRCH,
+            ..
+        }) => {}
         Err(e) => return Err(e),
     }
-    if !wait_gone(Pid::from_raw(saved.pid), saved.pid_start, Duration::from_secs(10)) {
+    if !wait_gone(
+        Pid::from_raw(saved.pid),
+        saved.pid_start,
+        Duration::from_secs(10),
+    ) {
         return Err(ContainerError::StopTimeout {
             id: saved.id.clone(),
             secs: 10,

@@ -43,7 +43,11 @@ impl Identity {
     pub fn apply(&self, setgroups_allowed: bool) -> Result<(), IdentityError> {
         nix::sys::prctl::set_keepcaps(true).map_err(IdentityError::KeepCaps)?;
         if setgroups_allowed {
-            let groups: Vec<Gid> = self.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+            let groups: Vec<Gid> = self
+                .additional_gids
+                .iter()
+                .map(|g| Gid::from_raw(*g))
+                .collect();
             setgroups(&groups).map_err(|source| IdentityError::Groups {
                 groups: self.additional_gids.clone(),
                 source,

@@ -132,12 +132,11 @@ impl ContainerDir {
 
     fn lock(id: &str, path: PathBuf) -> Result<Self, StateError> {
         let dir = File::open(&path).map_err(io("open state directory", &path))?;
-        let lock = Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, source)| {
-            StateError::Lock {
+        let lock =
+            Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, source)| StateError::Lock {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(ContainerDir {
             id: id.to_string(),
             path,

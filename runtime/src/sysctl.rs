@@ -73,6 +73,9 @@ mod tests {
         assert!(check_namespaced("net.ipv4.ip_forward", &net).is_ok());
         assert!(check_namespaced("kernel.shmmax", &net).is_err());
         assert!(check_namespaced("vm.swappiness", &net).is_err());
-        assert_eq!(proc_path("net.ipv4.ip_forward"), PathBuf::from("/proc/sys/net/ipv4/ip_forward"));
+        assert_eq!(
+            proc_path("net.ipv4.ip_forward"),
+            PathBuf::from("/proc/sys/net/ipv4/ip_forward")
+        );
     }
 }

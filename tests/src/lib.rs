@@ -985,10 +985,20 @@ pub fn expected_cgroup(hierarchy: &Hierarchy, cgroups_path: &str) -> String {
     }
 }
 
+/// Whether a cgroups path (or id) names a cgroup below a hierarchy root or our own cgroup: not
+/// empty, not a root, no `.` or `..` component.
+fn plain_cgroup_path(path: &str) -> bool {
+    let mut components = path.split('/').filter(|c| !c.is_empty()).peekable();
+    components.peek().is_some() && components.all(|c| c != "." && c != "..")
+}
+
 /// Removes (rmdir, leaf first, only if empty) the cgroup dirs that a container with this
 /// cgroupsPath (or id) was given, in every v1 and v2 hierarchy. Never touches a cgroup that does
 /// not exist only because of it: the prefixes removed are the test's own unique names.
 fn remove_test_cgroups(cgroups_path: &str) {
+    if !plain_cgroup_path(cgroups_path) {
+        return;
+    }
     let Ok(hierarchies) = hierarchies() else {
         return;
     };
@@ -1055,7 +1065,7 @@ pub fn assert_nothing_left(rt: &Runtime, bundle: &Bundle, id: &str) -> Result<()
         .filter(|p| !p.is_empty())
         .unwrap_or(id)
         .to_string();
-    if !cgroups_path.is_empty() && !cgroups_path.contains("..") {
+    if plain_cgroup_path(&cgroups_path) {
         for h in hierarchies()? {
             let dir = h.dir(&expected_cgroup(&h, &cgroups_path));
             if dir != h.dir(&h.own) && dir.exists() {

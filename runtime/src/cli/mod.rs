@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "rcrun", version, about = "a low-level OCI container runtime, drop-in for runc")]
+#[command(
+    name = "rcrun",
+    version,
+    about = "a low-level OCI container runtime, drop-in for runc"
+)]
 pub struct Cli {
     /// Root directory for container state
     #[arg(long, global = true, default_value = crate::state::DEFAULT_ROOT)]

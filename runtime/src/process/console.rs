@@ -2,7 +2,7 @@
 //! caller's `--console-socket` over SCM_RIGHTS, as runc does.
 use nix::mount::{mount, MsFlags};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::unistd::dup2_stdin;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,6 +21,10 @@ pub enum ConsoleError {
     Pty(&'static str, #[source] nix::Error),
     #[error("failed to send the pty master to the console socket")]
     Send(#[source] nix::Error),
+    #[error("failed to receive the pty master")]
+    Recv(#[source] nix::Error),
+    #[error("failed to create /dev/console")]
+    CreateConsole(#[source] std::io::Error),
 }
 
 /// Connects to the console socket before anything is created, so a bad path leaves nothing.
@@ -31,6 +35,39 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// A connected pair standing in for a console socket when rcrun holds the terminal itself.
+pub fn pair() -> Result<(OwnedFd, OwnedFd), ConsoleError> {
+    UnixStream::pair()
+        .map(|(a, b)| (OwnedFd::from(a), OwnedFd::from(b)))
+        .map_err(|source| ConsoleError::Connect {
+            path: PathBuf::from("(socketpair)"),
+            source,
+        })
+}
+
+/// Receives the pty master that the init sent over `sock`.
+pub fn recv_master(sock: &OwnedFd) -> Result<OwnedFd, ConsoleError> {
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(ConsoleError::Recv)?;
+    for c in msg.cmsgs().map_err(ConsoleError::Recv)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just installed this fd in our table; we own it now.
+                return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(ConsoleError::Recv(nix::Error::EBADMSG))
 }
 
 /// In the init, after the switch of root: makes the pty, sends its master, binds the slave
@@ -90,7 +127,7 @@ fn bind_console(slave: &str) -> Result<(), ConsoleError> {
             .create(true)
             .truncate(false)
             .open(console)
-            .map_err(|e| ConsoleError::Pty("create /dev/console", nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+            .map_err(ConsoleError::CreateConsole)?;
     }
     mount(
         Some(slave),

@@ -63,13 +63,14 @@ pub fn ensure_sealed() -> Result<(), SealError> {
             CString::new(kv).ok()
         })
         .collect();
-    env.push(CString::new(format!("{SEALED_ENV}=1")).map_err(|_| SealError::Sys {
-        action: "build environment for",
-        path: exe.clone(),
-        source: nix::Error::EINVAL,
-    })?);
-    let Err(err) =
-        nix::unistd::execveat(&fd, c"", &args, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH);
+    env.push(
+        CString::new(format!("{SEALED_ENV}=1")).map_err(|_| SealError::Sys {
+            action: "build environment for",
+            path: exe.clone(),
+            source: nix::Error::EINVAL,
+        })?,
+    );
+    let Err(err) = nix::unistd::execveat(&fd, c"", &args, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH);
     Err(SealError::Sys {
         action: "re-execute sealed",
         path: exe,

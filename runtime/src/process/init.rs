@@ -7,7 +7,7 @@ use crate::namespaces;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::{chdir, fork, getcwd, ForkResult, Gid, Uid};
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The fds the children inherit from the parent.
@@ -46,6 +46,7 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
     // /proc/<pid>/exe of this process is still the rcrun binary: keep other processes of the
     // container (which may share our pid namespace) from opening it (CVE-2019-5736).
     nix::sys::prctl::set_dumpable(false).map_err(|e| ProcessError::Sys("clear dumpable", e))?;
+    close_inherited_fds(cfg, fds)?;
     // Before any namespace: cgroup files belong to the host, and the cgroup namespace must be
     // rooted at the container's own cgroup.
     cfg.cgroup.enter()?;
@@ -56,7 +57,11 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
         fds.sync.send(&Message::UsernsReady)?;
         match fds.sync.recv()? {
             Some(Message::MappingDone) => {}
-            other => return Err(ProcessError::Protocol(format!("expected mapping-done, got {other:?}"))),
+            other => {
+                return Err(ProcessError::Protocol(format!(
+                    "expected mapping-done, got {other:?}"
+                )))
+            }
         }
     }
     if cfg.ns.new_user || cfg.ns.joins_user() {
@@ -139,7 +144,8 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
     cfg.identity.apply(cfg.setgroups_allowed)?;
     cfg.caps.apply_process_sets()?;
     if cfg.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| ProcessError::Sys("set no_new_privs", e))?;
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|e| ProcessError::Sys("set no_new_privs", e))?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(cfg.identity.umask));
     let program = find_program(&cfg.args[0], &cfg.env)?;
@@ -156,7 +162,10 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
         })?;
     }
     let Err(e) = nix::unistd::execve(&program, &cfg.args, &cfg.env);
-    Err(ProcessError::Exec(cfg.args[0].to_string_lossy().into_owned(), e))
+    Err(ProcessError::Exec(
+        cfg.args[0].to_string_lossy().into_owned(),
+        e,
+    ))
 }
 
 /// Resolves the program the way execvp would, but with the container's own PATH.
@@ -170,7 +179,10 @@ fn find_program(arg0: &CString, env: &[CString]) -> Result<CString, ProcessError
         return if runnable(Path::new(name.as_ref())) {
             Ok(arg0.clone())
         } else {
-            Err(ProcessError::NotFound(name.into_owned(), "no such executable file".into()))
+            Err(ProcessError::NotFound(
+                name.into_owned(),
+                "no such executable file".into(),
+            ))
         };
     }
     let path = env
@@ -189,6 +201,38 @@ fn find_program(arg0: &CString, env: &[CString]) -> Result<CString, ProcessError
         name.into_owned(),
         "executable file not found in $PATH".into(),
     ))
+}
+
+/// The parent's fds (its lock on the state directory, the log file, ...) are of no use to
+/// the container and some name host directories: a cwd of /proc/self/fd/N would put the
+/// container on the host (CVE-2024-21626). Only the sync channel, the fifo, the console socket
+/// and the caller's preserved fds stay.
+fn close_inherited_fds(cfg: &InitConfig, fds: &InitFds) -> Result<(), ProcessError> {
+    let keep: Vec<i32> = [
+        Some(fds.sync.as_raw_fd()),
+        fds.fifo.as_ref().map(|f| f.as_raw_fd()),
+        fds.console.as_ref().map(|f| f.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let first = 3 + cfg.preserve_fds;
+    let entries = std::fs::read_dir("/proc/self/fd").map_err(|source| ProcessError::Io {
+        action: "list",
+        path: PathBuf::from("/proc/self/fd"),
+        source,
+    })?;
+    let open: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd >= first && !keep.contains(&fd) {
+            // SAFETY: this child never returns to the code that owned these fds; it execs or
+            // exits, so nothing will use or close them again.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
 }
 
 /// Signal dispositions and the mask survive exec; the container must start with defaults

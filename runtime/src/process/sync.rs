@@ -43,6 +43,12 @@ impl Message {
 
 pub struct Channel(OwnedFd);
 
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl Channel {
     pub fn pair() -> Result<(Channel, Channel), SyncError> {
         let (a, b) = socketpair(
@@ -69,7 +75,11 @@ impl Channel {
         loop {
             match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Ok(0) => return Ok(None),
-                Ok(n) => return serde_json::from_slice(&buf[..n]).map(Some).map_err(SyncError::Decode),
+                Ok(n) => {
+                    return serde_json::from_slice(&buf[..n])
+                        .map(Some)
+                        .map_err(SyncError::Decode)
+                }
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(SyncError::Recv(e)),
             }

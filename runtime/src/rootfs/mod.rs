@@ -56,7 +56,11 @@ pub struct RootfsPlan {
 }
 
 impl RootfsPlan {
-    pub fn from_bundle(bundle: &Bundle, no_pivot: bool, in_userns: bool) -> Result<Self, RootfsError> {
+    pub fn from_bundle(
+        bundle: &Bundle,
+        no_pivot: bool,
+        in_userns: bool,
+    ) -> Result<Self, RootfsError> {
         let spec = &bundle.spec;
         let linux = spec.linux().as_ref();
         let mounts = spec
@@ -79,13 +83,18 @@ impl RootfsPlan {
         };
         let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
             None | Some("") => None,
-            Some(p) => Some(parse_propagation(p).ok_or_else(|| {
-                RootfsError::Spec(format!("unknown rootfsPropagation {p:?}"))
-            })?),
+            Some(p) => Some(
+                parse_propagation(p)
+                    .ok_or_else(|| RootfsError::Spec(format!("unknown rootfsPropagation {p:?}")))?,
+            ),
         };
         Ok(RootfsPlan {
             rootfs: bundle.rootfs.clone(),
-            readonly: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+            readonly: spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
             propagation,
             mounts,
             devices,
@@ -158,7 +167,11 @@ impl RootfsPlan {
             make_readonly(p)?;
         }
         if let Some(p) = self.propagation {
-            let p = if p.contains(MsFlags::MS_SHARED) { p } else { p | MsFlags::MS_REC };
+            let p = if p.contains(MsFlags::MS_SHARED) {
+                p
+            } else {
+                p | MsFlags::MS_REC
+            };
             sys_mount(None::<&str>, "/", None::<&str>, p, None::<&str>).map_err(|source| {
                 RootfsError::Sys {
                     action: "set rootfsPropagation on",
@@ -177,11 +190,12 @@ impl RootfsPlan {
 /// pivot_root refuses a new root whose parent mount is shared (EINVAL); runc makes that
 /// parent private, and so do we. Only our namespace's copy changes.
 fn make_parent_mount_private(rootfs: &Path) -> Result<(), RootfsError> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| RootfsError::Io {
-        action: "read",
-        path: PathBuf::from("/proc/self/mountinfo"),
-        source,
-    })?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| RootfsError::Io {
+            action: "read",
+            path: PathBuf::from("/proc/self/mountinfo"),
+            source,
+        })?;
     let mut best: Option<(&str, bool)> = None;
     for line in info.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -196,13 +210,18 @@ fn make_parent_mount_private(rootfs: &Path) -> Result<(), RootfsError> {
         }
     }
     if let Some((point, true)) = best {
-        sys_mount(None::<&str>, point, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(
-            |source| RootfsError::Sys {
-                action: "make private",
-                path: PathBuf::from(point),
-                source,
-            },
-        )?;
+        sys_mount(
+            None::<&str>,
+            point,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|source| RootfsError::Sys {
+            action: "make private",
+            path: PathBuf::from(point),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -233,7 +252,13 @@ fn mask(p: &Path) -> Result<(), RootfsError> {
             Some("size=0k"),
         )
     } else {
-        sys_mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        sys_mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     };
     match r {
         Ok(()) => Ok(()),
@@ -247,7 +272,13 @@ fn mask(p: &Path) -> Result<(), RootfsError> {
 }
 
 fn make_readonly(p: &Path) -> Result<(), RootfsError> {
-    match sys_mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+    match sys_mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
         Ok(()) => mount::remount_bind(p, MsFlags::MS_RDONLY),
         Err(e) if is_missing(&e) => Ok(()),
         Err(source) => Err(RootfsError::Sys {

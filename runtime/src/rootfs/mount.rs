@@ -81,7 +81,10 @@ fn unsupported_option(name: &str) -> bool {
     matches!(name, "tmpcopyup" | "idmap" | "ridmap")
         || (name.len() > 1
             && name.starts_with('r')
-            && !matches!(name, "rbind" | "relatime" | "rprivate" | "rshared" | "rslave" | "runbindable")
+            && !matches!(
+                name,
+                "rbind" | "relatime" | "rprivate" | "rshared" | "rslave" | "runbindable"
+            )
             && flag_option(&name[1..]).is_some())
 }
 
@@ -139,7 +142,10 @@ impl MountEntry {
         if self.fstype == "cgroup" || self.fstype == "cgroup2" {
             return self.mount_cgroup(rootfs, &dest, cgroup_dirs);
         }
-        let source = self.source.clone().unwrap_or_else(|| PathBuf::from(&self.fstype));
+        let source = self
+            .source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.fstype));
         let as_file = self.is_bind()
             && std::fs::metadata(&source)
                 .map(|m| !m.is_dir())
@@ -170,7 +176,13 @@ impl MountEntry {
             }
         } else {
             let data = (!self.data.is_empty()).then_some(self.data.as_str());
-            match mount(Some(&source), &target, Some(self.fstype.as_str()), self.flags, data) {
+            match mount(
+                Some(&source),
+                &target,
+                Some(self.fstype.as_str()),
+                self.flags,
+                data,
+            ) {
                 Ok(()) => {}
                 // sysfs can only be mounted by the owner of the network namespace; a container
                 // that shares the host's gets the host's /sys bound in instead, as runc does.
@@ -216,13 +228,16 @@ impl MountEntry {
             }
         };
         let flags = self.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-        let v1: Vec<&PathBuf> = cgroup_dirs
-            .iter()
-            .filter(|d| !is_cgroup2(d))
-            .collect();
+        let v1: Vec<&PathBuf> = cgroup_dirs.iter().filter(|d| !is_cgroup2(d)).collect();
         if v1.is_empty() {
-            return mount(Some("cgroup2"), &target, Some("cgroup2"), flags, None::<&str>)
-                .map_err(sys("mount cgroup2 on", dest));
+            return mount(
+                Some("cgroup2"),
+                &target,
+                Some("cgroup2"),
+                flags,
+                None::<&str>,
+            )
+            .map_err(sys("mount cgroup2 on", dest));
         }
         mount(
             Some("tmpfs"),
@@ -294,7 +309,8 @@ pub fn remount_bind(path: &Path, flags: MsFlags) -> Result<(), RootfsError> {
             m
         })
         .unwrap_or(MsFlags::empty());
-    let propagation = MsFlags::MS_SHARED | MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE | MsFlags::MS_UNBINDABLE;
+    let propagation =
+        MsFlags::MS_SHARED | MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE | MsFlags::MS_UNBINDABLE;
     let flags = (flags | locked) & !propagation;
     mount(
         None::<&str>,
@@ -328,8 +344,15 @@ mod tests {
 
     #[test]
     fn options_become_flags_data_and_propagation() {
-        let e = entry("tmpfs", &["nosuid", "noexec", "size=64k", "mode=755", "rslave", "ro"]).unwrap();
-        assert_eq!(e.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY);
+        let e = entry(
+            "tmpfs",
+            &["nosuid", "noexec", "size=64k", "mode=755", "rslave", "ro"],
+        )
+        .unwrap();
+        assert_eq!(
+            e.flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY
+        );
         assert_eq!(e.data, "size=64k,mode=755");
         assert_eq!(e.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);
         let b = entry("none", &["rbind", "rw"]).unwrap();
@@ -340,7 +363,10 @@ mod tests {
     #[test]
     fn options_we_do_not_implement_are_refused() {
         for o in ["tmpcopyup", "idmap", "rro", "rnosuid"] {
-            assert!(matches!(entry("tmpfs", &[o]), Err(RootfsError::NotImplemented(_))), "{o}");
+            assert!(
+                matches!(entry("tmpfs", &[o]), Err(RootfsError::NotImplemented(_))),
+                "{o}"
+            );
         }
     }
 }

@@ -19,7 +19,9 @@ pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     let open_dir = |p: &Path| {
         nix::fcntl::open(
             p,
-            nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
         .map_err(sys("open", p))
