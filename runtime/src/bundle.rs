@@ -37,6 +37,8 @@ pub enum BundleError {
     NotImplemented(String),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
 }
 
 /// A loaded and validated bundle.
@@ -164,21 +166,7 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
             }
         }
     }
-    if let Some(hooks) = spec.hooks() {
-        let any = [
-            hooks.prestart(),
-            hooks.create_runtime(),
-            hooks.create_container(),
-            hooks.start_container(),
-            hooks.poststart(),
-            hooks.poststop(),
-        ]
-        .iter()
-        .any(|h| h.as_ref().is_some_and(|v| !v.is_empty()));
-        if any {
-            return Err(BundleError::NotImplemented("hooks".into()));
-        }
-    }
+    crate::hooks::HookSet::from_spec(spec.hooks().as_ref())?;
     for m in spec.mounts().iter().flatten() {
         if m.destination().as_os_str().is_empty() {
             return Err(invalid("a mount has an empty destination"));

@@ -3,6 +3,7 @@
 use crate::bundle::{Bundle, BundleError};
 use crate::capabilities::CapabilitySets;
 use crate::cgroups::{Cgroup, CgroupError};
+use crate::hooks::{HookKind, HookSet, HookState};
 use crate::identity::Identity;
 use crate::namespaces::NamespacePlan;
 use crate::process::{self, console, fifo, InitConfig, ProcessError};
@@ -187,7 +188,24 @@ impl ContainerBuilder {
         } else {
             None
         };
-        let pid = process::spawn(&cfg, fifo_fd, console)?;
+        let state_of = |status: &'static str, pid: Pid| {
+            HookState {
+                oci_version: bundle.spec.version(),
+                id: &self.id,
+                status,
+                pid: pid.as_raw(),
+                bundle: &bundle.dir,
+                annotations: bundle.spec.annotations().as_ref(),
+            }
+            .to_json()
+        };
+        let mut runtime_hooks = |init: Pid| -> Result<String, ProcessError> {
+            let state = state_of("creating", init);
+            cfg.hooks.run(HookKind::Prestart, &state)?;
+            cfg.hooks.run(HookKind::CreateRuntime, &state)?;
+            Ok(String::from_utf8_lossy(&state).into_owned())
+        };
+        let pid = process::spawn(&cfg, fifo_fd, console, &mut runtime_hooks)?;
         guard.pid = Some(pid);
         // The init sent the master before it reported ready, so it is waiting in the socket.
         let pty_master = our_end.as_ref().map(console::recv_master).transpose()?;
@@ -209,6 +227,10 @@ impl ContainerBuilder {
             write_pid_file(p, pid)?;
         }
         guard.disarm();
+        if !wait_for_start {
+            cfg.hooks
+                .run_warn(HookKind::Poststart, &state_of("running", pid));
+        }
         Ok(Started { pid, pty_master })
     }
 }
@@ -339,6 +361,7 @@ fn init_config(
             console_size,
             preserve_fds: b.preserve_fds,
             new_keyring: !b.no_new_keyring,
+            hooks: HookSet::from_spec(spec.hooks().as_ref()).map_err(BundleError::from)?,
             ns,
         },
         warnings,
@@ -484,6 +507,7 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
         }
     }
     fifo::release(&dir.fifo_path(), || init_alive(&saved))?;
+    run_saved_hooks(&saved, HookKind::Poststart, "running");
     Ok(())
 }
 
@@ -576,7 +600,28 @@ fn kill_and_wait(saved: &Saved) -> Result<(), ContainerError> {
 fn destroy(dir: ContainerDir, saved: &Saved) -> Result<(), ContainerError> {
     Cgroup::from_paths(saved.cgroup.clone()).destroy()?;
     dir.remove()?;
+    run_saved_hooks(saved, HookKind::Poststop, "stopped");
     Ok(())
+}
+
+/// poststart and poststop: failures are warnings (runtime-spec "Lifecycle").
+fn run_saved_hooks(saved: &Saved, kind: HookKind, status: &'static str) {
+    let hooks = match HookSet::from_spec(saved.config.hooks().as_ref()) {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("{}", process::chain(&e));
+            return;
+        }
+    };
+    let state = HookState {
+        oci_version: saved.config.version(),
+        id: &saved.id,
+        status,
+        pid: saved.pid,
+        bundle: &saved.bundle,
+        annotations: saved.config.annotations().as_ref(),
+    };
+    hooks.run_warn(kind, &state.to_json());
 }
 
 /// For `run` in the foreground: after the init exited, remove what the container left.

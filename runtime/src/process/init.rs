@@ -3,6 +3,7 @@
 //! and finally execs the user's program. Nothing here returns to the caller's code.
 use super::sync::{Channel, Message};
 use super::{console, fifo, InitConfig, ProcessError};
+use crate::hooks::HookKind;
 use crate::namespaces;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::{chdir, fork, getcwd, ForkResult, Gid, Uid};
@@ -104,6 +105,10 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
     if let Some(rootfs) = &cfg.rootfs {
         rootfs.prepare()?;
     }
+    let hook_state = create_hooks(cfg, fds)?;
+    if let Some(rootfs) = &cfg.rootfs {
+        rootfs.switch_root()?;
+    }
     if let Some(sock) = &fds.console {
         console::setup(sock, cfg.console_size)?;
     }
@@ -161,11 +166,46 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
             source,
         })?;
     }
+    if let Some(state) = hook_state {
+        cfg.hooks
+            .run(HookKind::StartContainer, &with_status(&state, "created"))?;
+    }
     let Err(e) = nix::unistd::execve(&program, &cfg.args, &cfg.env);
     Err(ProcessError::Exec(
         cfg.args[0].to_string_lossy().into_owned(),
         e,
     ))
+}
+
+/// Lets the parent run prestart and createRuntime hooks while our mounts are in place but
+/// before the switch of root, then runs createContainer hooks here, in the container's
+/// namespaces. Returns the state document for startContainer, or None without such hooks.
+fn create_hooks(cfg: &InitConfig, fds: &InitFds) -> Result<Option<String>, ProcessError> {
+    if !cfg.hooks.needs_create_sync() {
+        return Ok(None);
+    }
+    fds.sync.send(&Message::CreateHooks)?;
+    let state = match fds.sync.recv()? {
+        Some(Message::HooksDone(state)) => state,
+        other => {
+            return Err(ProcessError::Protocol(format!(
+                "expected hooks-done, got {other:?}"
+            )))
+        }
+    };
+    cfg.hooks.run(HookKind::CreateContainer, state.as_bytes())?;
+    Ok(Some(state))
+}
+
+/// The same state document with another status.
+fn with_status(state: &str, status: &str) -> Vec<u8> {
+    match serde_json::from_str::<serde_json::Value>(state) {
+        Ok(mut v) => {
+            v["status"] = serde_json::Value::from(status);
+            serde_json::to_vec(&v).unwrap_or_else(|_| state.as_bytes().to_vec())
+        }
+        Err(_) => state.as_bytes().to_vec(),
+    }
 }
 
 /// Resolves the program the way execvp would, but with the container's own PATH.

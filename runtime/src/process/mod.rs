@@ -9,6 +9,7 @@ pub mod sync;
 
 use crate::capabilities::{CapabilityError, CapabilitySets};
 use crate::cgroups::{Cgroup, CgroupError};
+use crate::hooks::{HookError, HookSet};
 use crate::identity::{Identity, IdentityError};
 use crate::namespaces::{self, NamespaceError, NamespacePlan};
 use crate::rlimits::{Rlimit, RlimitError};
@@ -66,6 +67,8 @@ pub enum ProcessError {
     Sysctl(#[from] SysctlError),
     #[error(transparent)]
     Console(#[from] console::ConsoleError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 /// Everything the init needs, converted and validated before the fork.
@@ -90,6 +93,7 @@ pub struct InitConfig {
     pub console_size: Option<(u16, u16)>,
     pub preserve_fds: i32,
     pub new_keyring: bool,
+    pub hooks: HookSet,
 }
 
 /// Kills and reaps what a failed spawn started.
@@ -118,10 +122,13 @@ impl Drop for SpawnGuard {
 
 /// Forks the container's init and waits until it is set up. Returns its pid (in our pid
 /// namespace). With an exec fifo the init then blocks until `start`; without one it execs.
+/// `runtime_hooks` runs prestart and createRuntime hooks for the given init pid and returns
+/// the state document the container-side hooks get.
 pub fn spawn(
     cfg: &InitConfig,
     fifo: Option<OwnedFd>,
     console: Option<OwnedFd>,
+    runtime_hooks: &mut dyn FnMut(Pid) -> Result<String, ProcessError>,
 ) -> Result<Pid, ProcessError> {
     let (parent, child) = Channel::pair()?;
     // SAFETY: rcrun is single-threaded, so the child may allocate and run our code.
@@ -153,6 +160,13 @@ pub fn spawn(
                         parent.send(&Message::MappingDone)?;
                     }
                     Some(Message::InitPid(p)) => guard.init = Some(Pid::from_raw(p)),
+                    Some(Message::CreateHooks) => {
+                        let init = guard.init.ok_or_else(|| {
+                            ProcessError::Protocol("hooks before init pid".into())
+                        })?;
+                        let state = runtime_hooks(init)?;
+                        parent.send(&Message::HooksDone(state))?;
+                    }
                     Some(Message::Ready) => break,
                     Some(Message::Error(msg)) => return Err(ProcessError::Init(msg)),
                     Some(other) => {

@@ -24,6 +24,11 @@ pub enum Message {
     MappingDone,
     /// The container's init, as seen from the parent's pid namespace.
     InitPid(i32),
+    /// The init made its mounts and waits while the parent runs prestart and createRuntime
+    /// hooks.
+    CreateHooks,
+    /// The runtime-side hooks ran; carries the state JSON for the container-side ones.
+    HooksDone(String),
     /// The init is set up and about to wait on the exec fifo (or to exec).
     Ready,
     Error(String),
@@ -35,6 +40,8 @@ impl Message {
             Message::UsernsReady => "userns-ready",
             Message::MappingDone => "mapping-done",
             Message::InitPid(_) => "init-pid",
+            Message::CreateHooks => "create-hooks",
+            Message::HooksDone(_) => "hooks-done",
             Message::Ready => "ready",
             Message::Error(_) => "error",
         }

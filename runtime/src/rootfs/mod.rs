@@ -107,8 +107,8 @@ impl RootfsPlan {
         })
     }
 
-    /// Runs in the init, in its new mount namespace: everything up to and including the
-    /// switch of root. Afterwards `/` is the container's rootfs.
+    /// Runs in the init, in its new mount namespace: every mount and device, still seen from
+    /// the host's root (createContainer hooks run after this, before [`Self::switch_root`]).
     pub fn prepare(&self) -> Result<(), RootfsError> {
         let root = Path::new("/");
         // rslave by default: the host's mount events still reach us, ours never reach the host.
@@ -149,7 +149,11 @@ impl RootfsPlan {
         for node in &self.devices {
             dev::create_node(&self.rootfs, node, self.bind_devices)?;
         }
-        dev::create_links(&self.rootfs)?;
+        dev::create_links(&self.rootfs)
+    }
+
+    /// pivot_root (or MS_MOVE + chroot): afterwards `/` is the container's rootfs.
+    pub fn switch_root(&self) -> Result<(), RootfsError> {
         if self.no_pivot {
             pivot::move_root(&self.rootfs)
         } else {
