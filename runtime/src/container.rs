@@ -362,13 +362,14 @@ fn init_config(
             preserve_fds: b.preserve_fds,
             new_keyring: !b.no_new_keyring,
             hooks: HookSet::from_spec(spec.hooks().as_ref()).map_err(BundleError::from)?,
+            bind_console: true,
             ns,
         },
         warnings,
     ))
 }
 
-fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
+pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<(), ContainerError> {
     let err = |source| ContainerError::PidFile {
         path: path.to_path_buf(),
         source,
@@ -412,7 +413,7 @@ fn start_time(pid: Pid) -> Option<u64> {
 }
 
 /// Whether the saved init is still alive (and is the same process, not a reused pid).
-fn init_alive(saved: &Saved) -> bool {
+pub(crate) fn init_alive(saved: &Saved) -> bool {
     if saved.pid <= 0 {
         return false;
     }

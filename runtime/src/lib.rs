@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod cli;
 pub mod container;
+pub mod exec;
 pub mod hooks;
 pub mod identity;
 pub mod logging;

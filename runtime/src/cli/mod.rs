@@ -2,6 +2,8 @@
 //! call into the library. anyhow lives only here, at the edge.
 mod create;
 mod delete;
+mod exec;
+mod foreground;
 mod kill;
 mod list;
 mod run;
@@ -118,8 +120,8 @@ pub enum Command {
         #[arg(long)]
         rootless: bool,
     },
-    /// Run a process in a container (not implemented yet)
-    Exec(Unimplemented),
+    /// Run a new process in a running container
+    Exec(exec::ExecArgs),
     /// List the processes of a container (not implemented yet)
     Ps(Unimplemented),
     /// Freeze a container (not implemented yet)
@@ -211,6 +213,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Run { detach, create } => run::run(root, create, *detach),
         Command::List { format, quiet } => list::run(root, format, *quiet).map(|()| 0),
         Command::Spec { bundle, rootless } => spec::run(bundle, *rootless).map(|()| 0),
+        Command::Exec(a) => exec::run(root, a),
         other => anyhow::bail!("not implemented yet: rcrun {}", other.name()),
     }
 }

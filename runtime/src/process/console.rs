@@ -72,7 +72,11 @@ pub fn recv_master(sock: &OwnedFd) -> Result<OwnedFd, ConsoleError> {
 
 /// In the init, after the switch of root: makes the pty, sends its master, binds the slave
 /// onto /dev/console and makes it the controlling terminal and stdio.
-pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError> {
+pub fn setup(
+    socket: &OwnedFd,
+    size: Option<(u16, u16)>,
+    bind_console: bool,
+) -> Result<(), ConsoleError> {
     let master = posix_openpt(
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
     )
@@ -97,7 +101,9 @@ pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>) -> Result<(), ConsoleEr
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| ConsoleError::Pty("open the pty slave", e))?;
-    bind_console(&slave_path)?;
+    if bind_console {
+        bind_dev_console(&slave_path)?;
+    }
     let fds = [master.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let name = b"/dev/ptmx";
@@ -119,7 +125,7 @@ pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>) -> Result<(), ConsoleEr
     Ok(())
 }
 
-fn bind_console(slave: &str) -> Result<(), ConsoleError> {
+fn bind_dev_console(slave: &str) -> Result<(), ConsoleError> {
     let console = Path::new("/dev/console");
     if std::fs::symlink_metadata(console).is_err() {
         std::fs::OpenOptions::new()

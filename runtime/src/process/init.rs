@@ -110,7 +110,7 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
         rootfs.switch_root()?;
     }
     if let Some(sock) = &fds.console {
-        console::setup(sock, cfg.console_size)?;
+        console::setup(sock, cfg.console_size, cfg.bind_console)?;
     }
     if let Some(h) = &cfg.hostname {
         nix::unistd::sethostname(h).map_err(|e| ProcessError::Sys("set hostname", e))?;

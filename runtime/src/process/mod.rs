@@ -94,6 +94,8 @@ pub struct InitConfig {
     pub preserve_fds: i32,
     pub new_keyring: bool,
     pub hooks: HookSet,
+    /// Whether the pty becomes /dev/console (the container's init, not an exec).
+    pub bind_console: bool,
 }
 
 /// Kills and reaps what a failed spawn started.
