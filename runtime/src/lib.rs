@@ -9,6 +9,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod exec;
+pub mod features;
 pub mod hooks;
 pub mod identity;
 pub mod logging;

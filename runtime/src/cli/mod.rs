@@ -132,8 +132,8 @@ pub enum Command {
     Update(Unimplemented),
     /// Stream a container's events and stats (not implemented yet)
     Events(Unimplemented),
-    /// Print the runtime's features (not implemented yet)
-    Features(Unimplemented),
+    /// Print what this runtime supports (runtime-spec features.md)
+    Features,
     /// Checkpoint a container (not supported)
     Checkpoint(Unimplemented),
     /// Restore a container (not supported)
@@ -163,7 +163,7 @@ impl Command {
             Command::Resume(_) => "resume",
             Command::Update(_) => "update",
             Command::Events(_) => "events",
-            Command::Features(_) => "features",
+            Command::Features => "features",
             Command::Checkpoint(_) => "checkpoint",
             Command::Restore(_) => "restore",
         }
@@ -214,6 +214,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::List { format, quiet } => list::run(root, format, *quiet).map(|()| 0),
         Command::Spec { bundle, rootless } => spec::run(bundle, *rootless).map(|()| 0),
         Command::Exec(a) => exec::run(root, a),
+        Command::Features => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::features::features())?
+            );
+            Ok(0)
+        }
         other => anyhow::bail!("not implemented yet: rcrun {}", other.name()),
     }
 }

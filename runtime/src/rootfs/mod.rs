@@ -5,7 +5,7 @@ mod path;
 mod pivot;
 
 pub use dev::DeviceNode;
-pub use mount::{parse_propagation, MountEntry};
+pub use mount::{parse_propagation, MountEntry, KNOWN_OPTIONS};
 pub use path::secure_join;
 
 use crate::bundle::Bundle;

@@ -18,6 +18,47 @@ pub struct MountEntry {
     pub propagation: Vec<MsFlags>,
 }
 
+/// Every option name [`MountEntry::from_spec`] understands (for `rcrun features`).
+pub const KNOWN_OPTIONS: &[&str] = &[
+    "defaults",
+    "ro",
+    "rw",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "sync",
+    "async",
+    "dirsync",
+    "remount",
+    "mand",
+    "nomand",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "bind",
+    "rbind",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "lazytime",
+    "nolazytime",
+    "silent",
+    "loud",
+    "private",
+    "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
+];
+
 enum Opt {
     Set(MsFlags),
     Clear(MsFlags),
@@ -358,6 +399,16 @@ mod tests {
         let b = entry("none", &["rbind", "rw"]).unwrap();
         assert!(b.is_bind() && b.flags.contains(MsFlags::MS_REC));
         assert!(entry("bind", &[]).unwrap().is_bind());
+    }
+
+    #[test]
+    fn every_advertised_option_is_understood() {
+        for o in KNOWN_OPTIONS {
+            assert!(
+                flag_option(o).is_some() || parse_propagation(o).is_some(),
+                "{o}"
+            );
+        }
     }
 
     #[test]
