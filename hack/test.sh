@@ -22,4 +22,4 @@ cargo build --workspace --quiet
 step "test image"
 hack/mkimage.sh "$repo/target/e2e-image"
 step "cargo test"
-RCRUN_TEST_IMAGE="$repo/target/e2e-image" cargo test --workspace
+RCRUN_TEST_IMAGE="$repo/target/e2e-image" cargo test --workspace --no-fail-fast

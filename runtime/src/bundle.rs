@@ -19,9 +19,11 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid {path}: {source}")]
+    #[error("invalid {path}: field {field}")]
     Parse {
         path: PathBuf,
+        /// Where in the document the error is, e.g. `process.user.uid` (runc names it too).
+        field: String,
         #[source]
         source: serde_json::Error,
     },
@@ -63,8 +65,12 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
-        let spec: Spec =
-            serde_json::from_slice(&data).map_err(|source| BundleError::Parse { path, source })?;
+        let de = &mut serde_json::Deserializer::from_slice(&data);
+        let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| BundleError::Parse {
+            path,
+            field: e.path().to_string(),
+            source: e.into_inner(),
+        })?;
         let root = spec
             .root()
             .as_ref()
@@ -225,11 +231,8 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
     if linux.time_offsets().is_some() {
         return Err(BundleError::NotImplemented("linux.timeOffsets".into()));
     }
-    if linux.seccomp().is_some() {
-        return Err(BundleError::NotImplemented(
-            "seccomp (linux.seccomp); refusing to run without the filter it asks for".into(),
-        ));
-    }
+    // linux.seccomp is checked by compiling it (seccomp::SeccompPlan::from_spec), which
+    // container::init_config does before anything is created.
     if linux.intel_rdt().is_some() {
         return Err(BundleError::NotImplemented("linux.intelRdt".into()));
     }

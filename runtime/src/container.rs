@@ -17,6 +17,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+mod control;
+pub use control::{events, merge_resources, pause, pids, resume, stats, update, Event};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error(transparent)]
@@ -29,6 +32,8 @@ pub enum ContainerError {
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
     Fifo(#[from] fifo::FifoError),
     #[error(transparent)]
@@ -170,19 +175,12 @@ impl ContainerBuilder {
                 .as_ref()
                 .and_then(|l| l.resources().as_ref()),
         )?;
-        cfg.cgroup.allow_devices(
-            bundle
-                .spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.devices().as_ref())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]),
-        )?;
+        // linux.devices get no allow rule of their own: as in runc, access to them is what
+        // resources.devices says (callers such as containerd add the rules they want).
         let dir = guard
             .dir
             .as_ref()
-            .ok_or(ContainerError::Invalid("lost state dir".into()))?;
+            .ok_or_else(|| ContainerError::Invalid("lost state dir".into()))?;
         let fifo_fd: Option<OwnedFd> = if wait_for_start {
             Some(fifo::create(&dir.fifo_path())?)
         } else {
@@ -363,6 +361,7 @@ fn init_config(
             new_keyring: !b.no_new_keyring,
             hooks: HookSet::from_spec(spec.hooks().as_ref()).map_err(BundleError::from)?,
             bind_console: true,
+            seccomp: crate::seccomp::plan_for(spec, &b.id, &bundle.dir, None)?,
             ns,
         },
         warnings,
@@ -447,6 +446,11 @@ fn wait_gone(pid: Pid, pid_start: u64, timeout: Duration) -> bool {
 pub fn status(dir: &Path, saved: &Saved) -> Status {
     if !init_alive(saved) {
         Status::Stopped
+    } else if Cgroup::from_paths(saved.cgroup.clone())
+        .is_frozen()
+        .unwrap_or(false)
+    {
+        Status::Paused
     } else if dir.join(crate::state::EXEC_FIFO).exists() {
         Status::Created
     } else {
@@ -532,14 +536,13 @@ fn signal_container(saved: &Saved, sig: Signal, all: bool) -> Result<(), Contain
         move |source| ContainerError::Signal { id, pid, source }
     };
     if all {
-        let cg = Cgroup::from_paths(saved.cgroup.clone());
-        for pid in cg.pids()? {
-            match kill(pid, sig) {
-                Ok(()) | Err(nix::Error::ESRCH) => {}
-                Err(e) => return Err(err(pid.as_raw())(e)),
-            }
-        }
-        // The init may not be in the cgroup list yet if it raced; signal it too.
+        Cgroup::from_paths(saved.cgroup.clone()).signal_all(sig)?;
+        // The init may not be in the cgroup list yet if it raced; signal it too. It may
+        // also be gone already, killed through the cgroup.
+        return match kill(Pid::from_raw(saved.pid), sig) {
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(e) => Err(err(saved.pid)(e)),
+        };
     }
     kill(Pid::from_raw(saved.pid), sig).map_err(err(saved.pid))
 }
@@ -576,8 +579,10 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
 }
 
 fn kill_and_wait(saved: &Saved) -> Result<(), ContainerError> {
-    // Without its own pid namespace, killing the init does not take the others with it.
-    match signal_container(saved, Signal::SIGKILL, !saved.private_pid_ns) {
+    // Every process of the cgroup: without its own pid namespace, killing the init does not
+    // take the others with it, and a paused container's tasks only die once thawed (which
+    // signal_all does).
+    match signal_container(saved, Signal::SIGKILL, true) {
         Ok(())
         | Err(ContainerError::Signal {
             source: nix::Error::ESRCH,

@@ -603,7 +603,13 @@ impl Bundle {
 
     /// The same capabilities in all five sets.
     pub fn capabilities(&mut self, caps: &[&str]) -> &mut Self {
-        for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        for set in [
+            "bounding",
+            "effective",
+            "permitted",
+            "inheritable",
+            "ambient",
+        ] {
             self.set(&format!("/process/capabilities/{set}"), json!(caps));
         }
         self
@@ -663,7 +669,8 @@ impl Bundle {
     }
 
     pub fn remove_namespace(&mut self, kind: &str) -> &mut Self {
-        self.array("/linux/namespaces").retain(|n| n["type"] != kind);
+        self.array("/linux/namespaces")
+            .retain(|n| n["type"] != kind);
         self
     }
 }
@@ -685,7 +692,10 @@ fn remove_dir_safely(dir: TempDir) {
     if mounts_under(&path).is_empty() {
         drop(dir);
     } else {
-        eprintln!("e2e: keeping {} because mounts remain under it", path.display());
+        eprintln!(
+            "e2e: keeping {} because mounts remain under it",
+            path.display()
+        );
         let _ = dir.keep();
     }
 }
@@ -1133,7 +1143,8 @@ pub struct HostFile(pub PathBuf);
 impl HostFile {
     pub fn create(path: impl Into<PathBuf>, contents: &str) -> Result<HostFile> {
         let path = path.into();
-        fs::write(&path, contents).with_context(|| format!("failed to write {}", path.display()))?;
+        fs::write(&path, contents)
+            .with_context(|| format!("failed to write {}", path.display()))?;
         Ok(HostFile(path))
     }
 }

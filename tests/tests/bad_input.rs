@@ -40,7 +40,10 @@ fn missing_config_json() -> Result<()> {
 #[test]
 fn malformed_json() -> Result<()> {
     let bundle = Bundle::new()?;
-    fs::write(bundle.path().join("config.json"), "{ \"ociVersion\": \"1.0.2\", ")?;
+    fs::write(
+        bundle.path().join("config.json"),
+        "{ \"ociVersion\": \"1.0.2\", ",
+    )?;
     let rt = Runtime::new()?;
     let id = unique_id("bad");
     let out = create_as_is(&rt, &bundle, &id, &[])?;
@@ -88,12 +91,13 @@ fn invalid_container_ids() -> Result<()> {
         let entries: Vec<_> = fs::read_dir(rt.root())
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
+        assert!(entries.is_empty(), "id {id:?} left {entries:?} in the root");
         assert!(
-            entries.is_empty(),
-            "id {id:?} left {entries:?} in the root"
-        );
-        assert!(
-            !rt.root().parent().unwrap_or(rt.root()).join("escape").exists(),
+            !rt.root()
+                .parent()
+                .unwrap_or(rt.root())
+                .join("escape")
+                .exists(),
             "id {id:?} escaped the root"
         );
     }
@@ -211,7 +215,9 @@ fn errors_go_to_the_log_file_as_json() -> Result<()> {
         .filter(|v| v["level"] == "error")
         .collect();
     assert!(
-        errors.iter().any(|e| e["msg"].as_str().is_some_and(|m| !m.is_empty())),
+        errors
+            .iter()
+            .any(|e| e["msg"].as_str().is_some_and(|m| !m.is_empty())),
         "no error line with a msg in the log:\n{text}\n{out}"
     );
     assert_nothing_left(&rt, &bundle, &id)

@@ -52,7 +52,9 @@ fn create_does_not_run_the_process_until_start() -> Result<()> {
     assert!(!rt.root().join(&id).exists(), "state dir left after delete");
     let out = rt.rcrun(&["state", &id])?;
     assert!(!out.success(), "state of a deleted container: {out}");
-    wait_for("the init to be reaped", WAIT_TIMEOUT, || Ok(!pid_alive(pid)))?;
+    wait_for("the init to be reaped", WAIT_TIMEOUT, || {
+        Ok(!pid_alive(pid))
+    })?;
     Ok(())
 }
 
@@ -85,7 +87,10 @@ fn start_twice_fails() -> Result<()> {
     rt.kill(&id, "KILL")?.ok()?;
     rt.wait_stopped(&id)?;
     let out = rt.start(&id)?;
-    assert!(!out.success(), "start of a stopped container succeeded: {out}");
+    assert!(
+        !out.success(),
+        "start of a stopped container succeeded: {out}"
+    );
     Ok(())
 }
 
@@ -99,7 +104,10 @@ fn delete_of_a_running_container_needs_force() -> Result<()> {
     let pid = rt.pid(&id)?;
 
     let out = rt.delete(&id)?;
-    assert!(!out.success(), "delete of a running container succeeded: {out}");
+    assert!(
+        !out.success(),
+        "delete of a running container succeeded: {out}"
+    );
     assert!(!out.error_line().is_empty(), "no error message: {out}");
     assert_eq!(rt.status(&id)?, "running");
     assert!(pid_alive(pid));
@@ -135,7 +143,10 @@ fn create_with_an_existing_id_fails() -> Result<()> {
 
     let other = Bundle::new()?;
     let out = rt.create(&other, &id)?;
-    assert!(!out.success(), "second create with the same id succeeded: {out}");
+    assert!(
+        !out.success(),
+        "second create with the same id succeeded: {out}"
+    );
     assert!(!out.error_line().is_empty(), "no error message: {out}");
     let state = rt.state(&id)?;
     assert_eq!(state["status"], "created", "{state}");
@@ -203,7 +214,8 @@ fn kill_accepts_signal_names_with_and_without_sig_and_numbers() -> Result<()> {
         rt.start_detached(&bundle, &id)?;
         let out = rt.kill(&id, signal)?;
         assert!(out.success(), "kill {signal}: {out}");
-        rt.wait_stopped(&id).with_context(|| format!("after kill {signal}"))?;
+        rt.wait_stopped(&id)
+            .with_context(|| format!("after kill {signal}"))?;
     }
     Ok(())
 }
@@ -414,7 +426,12 @@ fn spec_writes_the_default_config() -> Result<()> {
 fn spec_rootless_has_a_user_namespace() -> Result<()> {
     let dir = temp_dir("spec")?;
     let rt = Runtime::new()?;
-    let out = rt.rcrun(&["spec", "--rootless", "--bundle", &dir.path().to_string_lossy()])?;
+    let out = rt.rcrun(&[
+        "spec",
+        "--rootless",
+        "--bundle",
+        &dir.path().to_string_lossy(),
+    ])?;
     assert!(out.success(), "{out}");
     let text = fs::read_to_string(dir.path().join("config.json"))?;
     let config: Value = serde_json::from_str(&text).context(text.clone())?;

@@ -144,7 +144,11 @@ fn user_namespace_maps_container_root_to_a_host_uid() -> Result<()> {
     })?;
     let uid_map = fs::read_to_string(shared.join("uid_map"))?;
     let fields: Vec<&str> = uid_map.split_whitespace().collect();
-    assert_eq!(fields, ["0", "100000", "65536"], "uid_map inside: {uid_map}");
+    assert_eq!(
+        fields,
+        ["0", "100000", "65536"],
+        "uid_map inside: {uid_map}"
+    );
     assert_eq!(fs::read_to_string(shared.join("uid"))?.trim(), "0");
     assert_eq!(fs::read_to_string(shared.join("gid"))?.trim(), "0");
     let host_uid = proc_status(pid, "Uid")?;

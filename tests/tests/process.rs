@@ -170,7 +170,15 @@ fn env_is_exactly_the_configs() -> Result<()> {
 #[test]
 fn args_are_passed_verbatim() -> Result<()> {
     let mut bundle = Bundle::new()?;
-    bundle.args(&["sh", "-c", "for a in \"$@\"; do echo \"<$a>\"; done", "sh", "a b", "", "*"]);
+    bundle.args(&[
+        "sh",
+        "-c",
+        "for a in \"$@\"; do echo \"<$a>\"; done",
+        "sh",
+        "a b",
+        "",
+        "*",
+    ]);
     let rt = Runtime::new()?;
     let out = rt.run(&bundle, &unique_id("process"))?.ok()?;
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -310,7 +318,9 @@ fn kill_delivers_the_signal_to_the_process() -> Result<()> {
     let rt = Runtime::new()?;
     let id = unique_id("process");
     rt.start_detached(&bundle, &id)?;
-    wait_for("the trap", WAIT_TIMEOUT, || Ok(shared.join("ready").exists()))?;
+    wait_for("the trap", WAIT_TIMEOUT, || {
+        Ok(shared.join("ready").exists())
+    })?;
     rt.kill(&id, "SIGUSR1")?.ok()?;
     rt.wait_stopped(&id)?;
     assert_eq!(fs::read_to_string(shared.join("usr1"))?, "got-usr1\n");

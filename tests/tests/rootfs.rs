@@ -106,9 +106,17 @@ fn bind_mounts_read_write_and_read_only() -> Result<()> {
     assert!(!out.stdout.contains("RO-WRITABLE"), "{out}");
     assert!(!ro.path().join("out").exists());
     let ro_line = mount_line(&out, "/mnt/ro").expect("no /mnt/ro mount");
-    assert!(ro_line.options.split(',').any(|o| o == "ro"), "{}", ro_line.line);
+    assert!(
+        ro_line.options.split(',').any(|o| o == "ro"),
+        "{}",
+        ro_line.line
+    );
     let rw_line = mount_line(&out, "/mnt/rw").expect("no /mnt/rw mount");
-    assert!(rw_line.options.split(',').any(|o| o == "rw"), "{}", rw_line.line);
+    assert!(
+        rw_line.options.split(',').any(|o| o == "rw"),
+        "{}",
+        rw_line.line
+    );
     Ok(())
 }
 
@@ -121,11 +129,7 @@ fn tmpfs_mount_with_size_mode_and_flags() -> Result<()> {
         "source": "tmpfs",
         "options": ["nosuid", "nodev", "noexec", "size=1m", "mode=1770"],
     }));
-    let out = run_sh(
-        &mut bundle,
-        "stat -c %a /scratch; cat /proc/self/mountinfo",
-    )?
-    .ok()?;
+    let out = run_sh(&mut bundle, "stat -c %a /scratch; cat /proc/self/mountinfo")?.ok()?;
     assert_eq!(out.stdout.lines().next(), Some("1770"), "{out}");
     let line = mount_line(&out, "/scratch").expect("no /scratch mount");
     assert_eq!(line.fs_type, "tmpfs", "{}", line.line);

@@ -2,14 +2,19 @@
 //! call into the library. anyhow lives only here, at the edge.
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod foreground;
 mod kill;
 mod list;
+mod pause;
+mod ps;
+mod resume;
 mod run;
 mod spec;
 mod start;
 mod state;
+mod update;
 
 use crate::logging;
 use clap::{Parser, Subcommand};
@@ -37,8 +42,9 @@ pub struct Cli {
     /// Use systemd to manage cgroups (not supported)
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility ("true", "false" or "auto")
-    #[arg(long, global = true)]
+    /// Accepted for runc compatibility ("true", "false" or "auto"); rootless mode is not
+    /// implemented, so only "false" and "auto" (as root) are honoured
+    #[arg(long = "rootless", id = "global_rootless")]
     pub rootless: Option<String>,
     /// Accepted for runc compatibility and ignored
     #[arg(long, global = true, hide = true)]
@@ -122,16 +128,16 @@ pub enum Command {
     },
     /// Run a new process in a running container
     Exec(exec::ExecArgs),
-    /// List the processes of a container (not implemented yet)
-    Ps(Unimplemented),
-    /// Freeze a container (not implemented yet)
-    Pause(Unimplemented),
-    /// Thaw a container (not implemented yet)
-    Resume(Unimplemented),
-    /// Change a container's resource limits (not implemented yet)
-    Update(Unimplemented),
-    /// Stream a container's events and stats (not implemented yet)
-    Events(Unimplemented),
+    /// List the processes of a container
+    Ps(ps::PsArgs),
+    /// Freeze every process of a container
+    Pause { id: String },
+    /// Thaw a paused container
+    Resume { id: String },
+    /// Change a running container's resource limits
+    Update(update::UpdateArgs),
+    /// Stream a container's events (OOM kills) and usage stats as JSON
+    Events(events::EventsArgs),
     /// Print what this runtime supports (runtime-spec features.md)
     Features,
     /// Checkpoint a container (not supported)
@@ -159,8 +165,8 @@ impl Command {
             Command::Spec { .. } => "spec",
             Command::Exec(_) => "exec",
             Command::Ps(_) => "ps",
-            Command::Pause(_) => "pause",
-            Command::Resume(_) => "resume",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
             Command::Update(_) => "update",
             Command::Events(_) => "events",
             Command::Features => "features",
@@ -200,6 +206,9 @@ pub fn main() -> i32 {
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
+    if cli.rootless.as_deref() == Some("true") {
+        anyhow::bail!("not implemented yet: --rootless true (rootless containers)");
+    }
     if cli.systemd_cgroup {
         anyhow::bail!("not implemented yet: --systemd-cgroup (use the cgroupfs driver)");
     }
@@ -214,6 +223,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::List { format, quiet } => list::run(root, format, *quiet).map(|()| 0),
         Command::Spec { bundle, rootless } => spec::run(bundle, *rootless).map(|()| 0),
         Command::Exec(a) => exec::run(root, a),
+        Command::Ps(a) => ps::run(root, a).map(|()| 0),
+        Command::Pause { id } => pause::run(root, id).map(|()| 0),
+        Command::Resume { id } => resume::run(root, id).map(|()| 0),
+        Command::Update(a) => update::run(root, a).map(|()| 0),
+        Command::Events(a) => events::run(root, a).map(|()| 0),
         Command::Features => {
             println!(
                 "{}",
