@@ -1,0 +1,1 @@
+//! See shared/DESIGN.md (owned by the rcri core helper).

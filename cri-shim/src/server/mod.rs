@@ -1,0 +1,1 @@
+//! tonic services (owned by the rcri core helper).
