@@ -164,3 +164,15 @@ fn user_namespace_maps_container_root_to_a_host_uid() -> Result<()> {
     assert!(host_map.contains("100000"), "{host_map}");
     Ok(())
 }
+
+#[test]
+fn a_new_time_namespace_is_created() -> Result<()> {
+    let mut bundle = Bundle::new()?;
+    bundle.namespace("time", None).args(&["sleep", "60"]);
+    let rt = Runtime::new()?;
+    let id = unique_id("ns");
+    rt.start_detached(&bundle, &id)?;
+    let pid = rt.pid(&id)?.to_string();
+    assert_ne!(ns_of("self", "time")?, ns_of(&pid, "time")?);
+    Ok(())
+}
