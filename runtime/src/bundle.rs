@@ -228,8 +228,23 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
             "cannot set domainname without a private UTS namespace",
         ));
     }
-    if linux.time_offsets().is_some() {
-        return Err(BundleError::NotImplemented("linux.timeOffsets".into()));
+    if let Some(offsets) = linux.time_offsets() {
+        let new_time = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none());
+        if !offsets.is_empty() && !new_time {
+            return Err(invalid("linux.timeOffsets need a new time namespace"));
+        }
+        if let Some(clock) = offsets
+            .keys()
+            .find(|k| !matches!(k.as_str(), "monotonic" | "boottime"))
+        {
+            return Err(invalid(format!(
+                "linux.timeOffsets: unknown clock {clock:?} (monotonic or boottime)"
+            )));
+        }
     }
     // linux.seccomp is checked by compiling it (seccomp::SeccompPlan::from_spec), which
     // container::init_config does before anything is created.

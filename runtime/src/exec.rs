@@ -145,6 +145,12 @@ pub fn exec(
         new_keyring: false,
         hooks: HookSet::default(),
         bind_console: false,
+        seccomp: crate::seccomp::plan_for(
+            &saved.config,
+            id,
+            &saved.bundle,
+            Some(Pid::from_raw(init)),
+        )?,
     };
     let pid: Pid = process::spawn(&cfg, None, console, &mut |_| Ok(String::new()))?;
     // Other commands (kill, delete) must not wait on us while the process runs.

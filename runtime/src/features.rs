@@ -36,5 +36,5 @@ pub fn features() -> Value {
 }
 
 fn seccomp() -> Value {
-    json!({"enabled": false})
+    crate::seccomp::features()
 }

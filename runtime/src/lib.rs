@@ -1,7 +1,7 @@
 //! rcrun: a low-level OCI container runtime that follows the runc command-line contract.
 //!
 //! The arrows go one way: `cli` → `container` → `process` → (`rootfs`, `namespaces`,
-//! `cgroups`, `capabilities`, `identity`, `rlimits`, `sysctl`) → the kernel.
+//! `cgroups`, `capabilities`, `identity`, `rlimits`, `sysctl`, `seccomp`) → the kernel.
 
 pub mod bundle;
 pub mod capabilities;
@@ -17,6 +17,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;
+pub mod seccomp;
 pub mod signal;
 pub mod spec;
 pub mod state;

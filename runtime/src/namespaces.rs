@@ -58,6 +58,8 @@ pub struct NamespacePlan {
     pub new_user: bool,
     pub uid_mappings: Vec<LinuxIdMapping>,
     pub gid_mappings: Vec<LinuxIdMapping>,
+    /// `linux.timeOffsets` as /proc/self/timens_offsets lines ("monotonic 5 0").
+    pub time_offsets: Vec<String>,
 }
 
 impl NamespacePlan {
@@ -68,6 +70,7 @@ impl NamespacePlan {
             new_user: false,
             uid_mappings: Vec::new(),
             gid_mappings: Vec::new(),
+            time_offsets: Vec::new(),
         };
         let Some(linux) = linux else {
             return plan;
@@ -85,6 +88,20 @@ impl NamespacePlan {
             .sort_by_key(|(f, _)| !f.contains(CloneFlags::CLONE_NEWUSER));
         plan.uid_mappings = linux.uid_mappings().clone().unwrap_or_default();
         plan.gid_mappings = linux.gid_mappings().clone().unwrap_or_default();
+        let mut offsets: Vec<String> = linux
+            .time_offsets()
+            .iter()
+            .flatten()
+            .map(|(clock, o)| {
+                format!(
+                    "{clock} {} {}",
+                    o.secs().unwrap_or(0),
+                    o.nanosecs().unwrap_or(0)
+                )
+            })
+            .collect();
+        offsets.sort();
+        plan.time_offsets = offsets;
         plan
     }
 
@@ -145,6 +162,17 @@ pub fn unshare_flags(flags: CloneFlags) -> Result<(), NamespaceError> {
         return Ok(());
     }
     unshare(flags).map_err(|source| NamespaceError::Unshare { flags, source })
+}
+
+/// Sets the clocks of a time namespace we just unshared; the kernel accepts this only before
+/// the first process enters it, i.e. before the init is forked.
+pub fn write_time_offsets(plan: &NamespacePlan) -> Result<(), NamespaceError> {
+    if plan.time_offsets.is_empty() {
+        return Ok(());
+    }
+    let path = PathBuf::from("/proc/self/timens_offsets");
+    std::fs::write(&path, plan.time_offsets.join("\n"))
+        .map_err(|source| NamespaceError::IdMap { path, source })
 }
 
 /// Writes uid_map and gid_map of `pid` (run by the parent, which holds the privileges).

@@ -176,3 +176,42 @@ fn a_new_time_namespace_is_created() -> Result<()> {
     assert_ne!(ns_of("self", "time")?, ns_of(&pid, "time")?);
     Ok(())
 }
+
+#[test]
+fn time_offsets_shift_the_containers_clocks() -> Result<()> {
+    let mut bundle = Bundle::new()?;
+    bundle
+        .namespace("time", None)
+        .set(
+            "/linux/timeOffsets",
+            serde_json::json!({"boottime": {"secs": 100000}, "monotonic": {"secs": 7, "nanosecs": 5}}),
+        )
+        .sh("cut -d. -f1 /proc/uptime; cat /proc/self/timens_offsets");
+    let rt = Runtime::new()?;
+    let out = rt.run(&bundle, &unique_id("ns"))?;
+    let stdout = &out.stdout;
+    let uptime: u64 = stdout
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let host: f64 = fs::read_to_string("/proc/uptime")?
+        .split('.')
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0.0);
+    assert!(
+        uptime as f64 >= host + 99_000.0,
+        "uptime {uptime} vs host {host}: {stdout}"
+    );
+    let monotonic: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("monotonic"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(monotonic, ["monotonic", "7", "5"], "{stdout}");
+    Ok(())
+}

@@ -5,10 +5,11 @@ use super::sync::{Channel, Message};
 use super::{console, fifo, InitConfig, ProcessError};
 use crate::hooks::HookKind;
 use crate::namespaces;
+use crate::seccomp::SeccompPlan;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::{chdir, fork, getcwd, ForkResult, Gid, Uid};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The fds the children inherit from the parent.
@@ -73,6 +74,7 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
             .map_err(|e| ProcessError::Sys("become uid 0 in the user namespace", e))?;
     }
     namespaces::unshare_flags(cfg.ns.new)?;
+    namespaces::write_time_offsets(&cfg.ns)?;
     if cfg.ns.needs_fork() {
         // SAFETY: single-threaded; the child only runs our own code and then execs.
         match unsafe { fork() }.map_err(|e| ProcessError::Sys("fork the container init", e))? {
@@ -145,6 +147,22 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
             ))
         }
     }
+    // Where the seccomp filter is loaded: as late as possible, so that rcrun's own set-up is
+    // never filtered (a profile may well deny mount, pivot_root or sethostname).
+    // - Without no_new_privs the kernel lets only a CAP_SYS_ADMIN process load a filter, and
+    //   the capability changes below may drop it: load it here, as runc does. What rcrun
+    //   still does afterwards (prctl, setgroups, setres[ug]id, capset, umask, stat/access of
+    //   the program, rt_sigaction, rt_sigprocmask, close_range, sendto/sendmsg on the sync
+    //   socket, the exec fifo, execve) is allowed by the usual profiles (Docker's and
+    //   containerd's defaults).
+    // - With no_new_privs it waits until just before execve, after the exec fifo, except for
+    //   a filter with NOTIFY rules: its fd goes to the listener through the parent, which
+    //   is gone once create returns, so that one is loaded just before Ready (again as runc).
+    if !cfg.no_new_privs {
+        if let Some(plan) = &cfg.seccomp {
+            load_seccomp(plan, &fds.sync)?;
+        }
+    }
     cfg.caps.apply_bounding()?;
     cfg.identity.apply(cfg.setgroups_allowed)?;
     cfg.caps.apply_process_sets()?;
@@ -158,6 +176,11 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
     // Everything above the preserved fds is closed by exec; the preserved ones are the
     // caller's and already inheritable.
     close_on_exec_from(3 + cfg.preserve_fds)?;
+    if cfg.no_new_privs {
+        if let Some(plan) = cfg.seccomp.as_ref().filter(|p| p.notifies()) {
+            load_seccomp(plan, &fds.sync)?;
+        }
+    }
     fds.sync.send(&Message::Ready)?;
     if let Some(fifo) = &fds.fifo {
         fifo::wait_for_start(fifo).map_err(|source| ProcessError::Io {
@@ -170,11 +193,34 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
         cfg.hooks
             .run(HookKind::StartContainer, &with_status(&state, "created"))?;
     }
+    if cfg.no_new_privs {
+        if let Some(plan) = cfg.seccomp.as_ref().filter(|p| !p.notifies()) {
+            // Compiled and checked by the parent before the fork, so what is left to fail
+            // here is the kernel itself (e.g. out of memory).
+            plan.apply()?;
+        }
+    }
     let Err(e) = nix::unistd::execve(&program, &cfg.args, &cfg.env);
     Err(ProcessError::Exec(
         cfg.args[0].to_string_lossy().into_owned(),
         e,
     ))
+}
+
+/// Loads the seccomp filter. The fd of a NOTIFY filter goes to the parent, which forwards it
+/// to listenerPath (a host path, and only the parent knows the container's state); the init
+/// waits until it did, so a notified syscall never waits on a listener that lacks the fd.
+fn load_seccomp(plan: &SeccompPlan, sync: &Channel) -> Result<(), ProcessError> {
+    let Some(fd) = plan.apply()? else {
+        return Ok(());
+    };
+    sync.send_fd(&Message::SeccompFd, fd.as_fd())?;
+    match sync.recv()? {
+        Some(Message::SeccompDone) => Ok(()),
+        other => Err(ProcessError::Protocol(format!(
+            "expected seccomp-done, got {other:?}"
+        ))),
+    }
 }
 
 /// Lets the parent run prestart and createRuntime hooks while our mounts are in place but

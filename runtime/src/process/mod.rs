@@ -1,6 +1,7 @@
 //! How the container's init is born: a fork (no re-exec, so no copy of the runtime), a second
 //! fork when a pid or time namespace needs one, and a sync channel to the parent that carries
-//! user-namespace mapping requests, the init's pid, readiness and errors.
+//! user-namespace mapping requests, the init's pid, the seccomp notify fd, readiness and
+//! errors.
 pub mod console;
 pub mod exe_seal;
 pub mod fifo;
@@ -14,6 +15,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::namespaces::{self, NamespaceError, NamespacePlan};
 use crate::rlimits::{Rlimit, RlimitError};
 use crate::rootfs::{RootfsError, RootfsPlan};
+use crate::seccomp::{SeccompError, SeccompPlan};
 use crate::sysctl::SysctlError;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
@@ -69,6 +71,8 @@ pub enum ProcessError {
     Console(#[from] console::ConsoleError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// Everything the init needs, converted and validated before the fork.
@@ -96,6 +100,8 @@ pub struct InitConfig {
     pub hooks: HookSet,
     /// Whether the pty becomes /dev/console (the container's init, not an exec).
     pub bind_console: bool,
+    /// The compiled filter of linux.seccomp; the init loads it (see init.rs for where).
+    pub seccomp: Option<SeccompPlan>,
 }
 
 /// Kills and reaps what a failed spawn started.
@@ -155,13 +161,20 @@ pub fn spawn(
                 init: None,
                 armed: true,
             };
+            let mut seccomp_fd: Option<OwnedFd> = None;
             loop {
-                match parent.recv()? {
+                let (msg, fd) = parent.recv_with_fd()?;
+                match msg {
                     Some(Message::UsernsReady) => {
                         namespaces::write_id_maps(stage1, &cfg.ns)?;
                         parent.send(&Message::MappingDone)?;
                     }
                     Some(Message::InitPid(p)) => guard.init = Some(Pid::from_raw(p)),
+                    Some(Message::SeccompFd) => {
+                        seccomp_fd = Some(fd.ok_or_else(|| {
+                            ProcessError::Protocol("seccomp-fd came without an fd".into())
+                        })?);
+                    }
                     Some(Message::CreateHooks) => {
                         let init = guard.init.ok_or_else(|| {
                             ProcessError::Protocol("hooks before init pid".into())
@@ -175,6 +188,16 @@ pub fn spawn(
                         return Err(ProcessError::Protocol(format!("unexpected {other:?}")))
                     }
                     None => return Err(ProcessError::InitExited),
+                }
+                // The listener is told the init's pid, which stage one may report only after
+                // the init loaded its filter; the init waits for SeccompDone meanwhile.
+                if let (Some(init), Some(fd)) = (guard.init, &seccomp_fd) {
+                    let plan = cfg.seccomp.as_ref().ok_or_else(|| {
+                        ProcessError::Protocol("seccomp fd without a seccomp profile".into())
+                    })?;
+                    plan.send_to_listener(std::os::fd::AsFd::as_fd(fd), init)?;
+                    seccomp_fd = None;
+                    parent.send(&Message::SeccompDone)?;
                 }
             }
             let init = guard

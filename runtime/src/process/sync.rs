@@ -1,8 +1,11 @@
 //! The channel between rcrun and the container's init: a SOCK_SEQPACKET socketpair, one
 //! JSON message per packet, so message boundaries need no framing.
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recv, recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -29,6 +32,11 @@ pub enum Message {
     CreateHooks,
     /// The runtime-side hooks ran; carries the state JSON for the container-side ones.
     HooksDone(String),
+    /// The init loaded a seccomp filter with NOTIFY rules; its listener fd rides along
+    /// (SCM_RIGHTS) for the parent to forward to listenerPath with the container's state.
+    SeccompFd,
+    /// The parent forwarded the seccomp fd.
+    SeccompDone,
     /// The init is set up and about to wait on the exec fifo (or to exec).
     Ready,
     Error(String),
@@ -42,6 +50,8 @@ impl Message {
             Message::InitPid(_) => "init-pid",
             Message::CreateHooks => "create-hooks",
             Message::HooksDone(_) => "hooks-done",
+            Message::SeccompFd => "seccomp-fd",
+            Message::SeccompDone => "seccomp-done",
             Message::Ready => "ready",
             Message::Error(_) => "error",
         }
@@ -74,6 +84,58 @@ impl Channel {
         send(self.0.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL)
             .map(|_| ())
             .map_err(|e| SyncError::Send(msg.name(), e))
+    }
+
+    /// Sends `msg` with `fd` attached (SCM_RIGHTS).
+    pub fn send_fd(&self, msg: &Message, fd: BorrowedFd<'_>) -> Result<(), SyncError> {
+        let data = serde_json::to_vec(msg).map_err(SyncError::Decode)?;
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &[std::io::IoSlice::new(&data)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map(|_| ())
+        .map_err(|e| SyncError::Send(msg.name(), e))
+    }
+
+    /// Like [`Channel::recv`], and also returns the fd that came with the message, if any.
+    pub fn recv_with_fd(&self) -> Result<(Option<Message>, Option<OwnedFd>), SyncError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let (n, fd) = match recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut fd = None;
+                    for c in msg.cmsgs().map_err(SyncError::Recv)? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                // SAFETY: SCM_RIGHTS just installed this fd in our table;
+                                // nothing else refers to it. Extra fds are closed on drop.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                fd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    (msg.bytes, fd)
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(SyncError::Recv(e)),
+            };
+            if n == 0 {
+                return Ok((None, fd));
+            }
+            let msg = serde_json::from_slice(&buf[..n]).map_err(SyncError::Decode)?;
+            return Ok((Some(msg), fd));
+        }
     }
 
     /// The next message, or `None` once every peer has closed its end.
