@@ -1,15 +1,19 @@
-//! The container's cgroup: placement on v1 and v2 hosts, v1 device rules.
+//! The container's cgroup: placement on v1 and v2 hosts, `linux.resources` (v1 files, or v2
+//! files with v1 values converted), freezing, signalling every member, and usage stats.
 //!
 //! The host is probed from /proc/self/mountinfo: if any v1 hierarchy is mounted the container
 //! gets a directory in every v1 hierarchy (including named ones such as `name=systemd`), and a
 //! hybrid host's cgroup2 `unified` mount is left alone; on a pure cgroup2 host it gets one
-//! directory in the unified hierarchy. Resource limits other than v1 device rules are not
-//! implemented yet, and [`check_supported`] refuses configs that ask for them.
+//! directory in the unified hierarchy. Device rules are the devices controller's lists on v1
+//! and an eBPF program attached to the cgroup on v2.
 //!
 //! Only the container's own directory (and whatever the container created below it) is ever
 //! removed, and no other cgroup is ever written to: `enter` and `add_task` write only the
 //! container's own `cgroup.procs`.
+mod devices_v2;
 mod host;
+mod resources;
+mod stats;
 mod v1;
 
 use host::{Host, Target};
@@ -22,10 +26,14 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use resources::{blkio_weight_to_io_weight, cpu_max, pids_max, shares_to_weight, swap_to_v2};
+pub use stats::Stats;
 pub use v1::default_allowed_devices;
 
 /// How long `destroy` keeps retrying a cgroup that is still busy with exiting tasks.
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `freeze` waits for every task to reach the frozen state.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -87,6 +95,49 @@ pub enum CgroupError {
          mounted, so they cannot be enforced"
     )]
     NoDevicesController,
+    #[error("invalid linux.resources.{field}: {reason}")]
+    InvalidResource { field: &'static str, reason: String },
+    #[error("{what} is not supported: {reason}")]
+    Unsupported { what: String, reason: String },
+    #[error("{file} needs the cgroup {controller} controller, which {reason}")]
+    ControllerMissing {
+        file: String,
+        controller: String,
+        reason: String,
+    },
+    #[error("unknown linux.resources.unified key {key:?}: there is no such file in {dir}")]
+    UnknownUnifiedKey { key: String, dir: PathBuf },
+    #[error("failed to write {value:?} to {path}: no such device on this host")]
+    NoSuchDevice { path: PathBuf, value: String },
+    #[error("cannot set {path} to {limit}: the cgroup already uses {usage} bytes")]
+    BelowUsage {
+        path: PathBuf,
+        limit: String,
+        usage: u64,
+    },
+    #[error(
+        "the container did not freeze within {secs} s ({path} says {state:?}); thawed it again"
+    )]
+    FreezeTimeout {
+        path: PathBuf,
+        state: String,
+        secs: u64,
+    },
+    #[error("the container's cgroup has no freezer (no freezer controller is mounted)")]
+    NoFreezer,
+    #[error("failed to {what} {dir} (cgroup v2 device filter)")]
+    DeviceFilter {
+        what: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to signal pid {pid}")]
+    Signal {
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// What `state.json` keeps so that later commands find the container's cgroups again.
@@ -103,58 +154,12 @@ pub enum CgroupVersion {
     V2,
 }
 
-/// Fails with a clear "not implemented yet" error for any resource this build cannot enforce.
-///
-/// Only `devices` is supported (on cgroup v1; see [`Cgroup::check_applicable`] for the
-/// host-dependent part). A field counts as set when it holds any value: `"memory": {}` does
-/// not ask for anything, `"memory": {"limit": 1048576}` does, and running without the limit
-/// would be worse than refusing.
+/// The host-independent half of validation (values, ranges, syntax), for the bundle loader:
+/// a zero period, a negative limit or a malformed cpu list fails here, before anything exists.
 pub fn check_supported(resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
-    let Some(r) = resources else {
-        return Ok(());
-    };
-    let fields = [
-        ("memory limits (linux.resources.memory)", is_set(r.memory())),
-        ("cpu limits (linux.resources.cpu)", is_set(r.cpu())),
-        ("pids limits (linux.resources.pids)", is_set(r.pids())),
-        (
-            "block IO limits (linux.resources.blockIO)",
-            is_set(r.block_io()),
-        ),
-        (
-            "hugepage limits (linux.resources.hugepageLimits)",
-            is_set(r.hugepage_limits()),
-        ),
-        (
-            "network classes (linux.resources.network)",
-            is_set(r.network()),
-        ),
-        ("RDMA limits (linux.resources.rdma)", is_set(r.rdma())),
-        (
-            "unified cgroup v2 settings (linux.resources.unified)",
-            is_set(r.unified()),
-        ),
-    ];
-    let unsupported: Vec<&str> = fields
-        .iter()
-        .filter(|(_, set)| *set)
-        .map(|(name, _)| *name)
-        .collect();
-    if unsupported.is_empty() {
-        Ok(())
-    } else {
-        Err(CgroupError::NotImplemented(unsupported.join(", ")))
-    }
-}
-
-fn is_set<T: Serialize>(field: &Option<T>) -> bool {
-    match field.as_ref().map(serde_json::to_value) {
-        None => false,
-        Some(Ok(serde_json::Value::Null)) => false,
-        Some(Ok(serde_json::Value::Object(map))) => !map.is_empty(),
-        Some(Ok(serde_json::Value::Array(items))) => !items.is_empty(),
-        // A value that cannot even be serialized is certainly not an empty one.
-        Some(_) => true,
+    match resources {
+        Some(r) => resources::validate(r),
+        None => Ok(()),
     }
 }
 
@@ -179,12 +184,28 @@ struct Layout {
     placements: Vec<Placement>,
 }
 
+type DeviceRules =
+    std::sync::Arc<std::sync::Mutex<Option<Vec<oci_spec::runtime::LinuxDeviceCgroup>>>>;
+
+/// The rules, also when another thread panicked while holding the lock (they are plain data).
+fn lock_rules(
+    rules: &DeviceRules,
+) -> std::sync::MutexGuard<'_, Option<Vec<oci_spec::runtime::LinuxDeviceCgroup>>> {
+    match rules.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 /// A container's cgroup on this host.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     paths: CgroupPaths,
     /// Known after `resolve`; worked out again from the host's mounts for `from_paths`.
     layout: Option<Layout>,
+    /// v2: the device rules `create` put in the eBPF filter, which `allow_devices` extends
+    /// (a new program replaces the old one, so it needs them all again).
+    v2_device_rules: DeviceRules,
 }
 
 impl Cgroup {
@@ -214,6 +235,7 @@ impl Cgroup {
                 version: host.version,
                 placements,
             }),
+            v2_device_rules: Default::default(),
         })
     }
 
@@ -222,6 +244,7 @@ impl Cgroup {
         Cgroup {
             paths,
             layout: None,
+            v2_device_rules: Default::default(),
         }
     }
 
@@ -261,19 +284,51 @@ impl Cgroup {
     }
 
     /// The host-dependent half of validation, for callers that want to fail before any side
-    /// effect (`create` checks it again): device rules need the v1 devices controller, as
-    /// the cgroup v2 eBPF device filter is not implemented yet.
+    /// effect (`create` checks it again): every resource must map onto this host's cgroup
+    /// version, v1 resources need their controller mounted, and device rules need the v1
+    /// devices controller, as the cgroup v2 eBPF device filter is not implemented yet.
     pub fn check_applicable(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
         check_supported(resources)?;
+        let Some(r) = resources else {
+            return Ok(());
+        };
+        let layout = self.layout()?;
+        match layout.version {
+            CgroupVersion::V2 => {
+                resources::v2_settings(r)?;
+            }
+            CgroupVersion::V1 => {
+                let mut settings = resources::v1_settings(r)?;
+                let (limit, swap) = r
+                    .memory()
+                    .as_ref()
+                    .map(resources::v1_memory_limits)
+                    .unwrap_or_default();
+                if limit.is_some() || swap.is_some() {
+                    settings.push(resources::Setting {
+                        controller: "memory".into(),
+                        file: "memory.limit_in_bytes".into(),
+                        value: String::new(),
+                        fallback: None,
+                    });
+                }
+                for s in &settings {
+                    if !layout.placements.iter().any(|p| p.has(&s.controller)) {
+                        return Err(CgroupError::ControllerMissing {
+                            file: s.file.clone(),
+                            controller: s.controller.clone(),
+                            reason: "is not mounted on this host".into(),
+                        });
+                    }
+                }
+            }
+        }
         let rules = device_rules(resources);
         if rules.is_empty() {
             return Ok(());
         }
-        let layout = self.layout()?;
         match layout.version {
-            CgroupVersion::V2 => Err(CgroupError::NotImplemented(
-                "device rules on cgroup v2 (eBPF), linux.resources.devices".to_string(),
-            )),
+            CgroupVersion::V2 => devices_v2::program(rules).map(|_| ()),
             CgroupVersion::V1 if !layout.placements.iter().any(|p| p.has("devices")) => {
                 Err(CgroupError::NoDevicesController)
             }
@@ -292,7 +347,9 @@ impl Cgroup {
         self.check_applicable(resources)?;
         let layout = self.layout()?;
         let mut created = Vec::new();
-        let result = create_placements(&layout, resources, &mut created);
+        let result = create_placements(&layout, resources, &mut created)
+            .and_then(|()| resources.map_or(Ok(()), |r| apply(&layout, r, false)))
+            .and_then(|()| self.create_v2_device_filter(&layout, resources));
         if result.is_err() {
             for dir in created.iter().rev() {
                 // Best effort: the original error is the one worth reporting.
@@ -305,13 +362,21 @@ impl Cgroup {
     /// Allows read, write and mknod of each device node from `linux.devices`, so the nodes
     /// rcrun creates in the container's /dev can be used under a deny-all rule (runc does the
     /// same). Call after `create`. A no-op where no device cgroup applies (no devices
-    /// controller, or cgroup v2 where nothing is filtered yet).
+    /// controller, or on v2 when `create` had no device rules and so attached no filter).
     pub fn allow_devices(&self, devices: &[LinuxDevice]) -> Result<(), CgroupError> {
         if devices.is_empty() {
             return Ok(());
         }
         let layout = self.layout()?;
-        if layout.version != CgroupVersion::V1 {
+        if layout.version == CgroupVersion::V2 {
+            let Some(mut rules) = lock_rules(&self.v2_device_rules).clone() else {
+                return Ok(());
+            };
+            rules.extend(devices.iter().map(v1::device_node_rule));
+            if let Some(p) = layout.placements.first() {
+                devices_v2::apply(&p.dir, &rules)?;
+            }
+            *lock_rules(&self.v2_device_rules) = Some(rules);
             return Ok(());
         }
         let rules: Vec<_> = devices.iter().map(v1::device_node_rule).collect();
@@ -367,6 +432,159 @@ impl Cgroup {
         pids.sort_unstable_by_key(|p| p.as_raw());
         pids.dedup();
         Ok(pids)
+    }
+
+    /// v2: the container's device rules then the default allow list, as one eBPF program.
+    fn create_v2_device_filter(
+        &self,
+        layout: &Layout,
+        resources: Option<&LinuxResources>,
+    ) -> Result<(), CgroupError> {
+        let rules = device_rules(resources);
+        if layout.version != CgroupVersion::V2 || rules.is_empty() {
+            return Ok(());
+        }
+        let mut all = rules.to_vec();
+        all.extend(default_allowed_devices());
+        if let Some(p) = layout.placements.first() {
+            devices_v2::apply(&p.dir, &all)?;
+        }
+        *lock_rules(&self.v2_device_rules) = Some(all);
+        Ok(())
+    }
+
+    /// Changes the limits of an existing (running) container's cgroup: `rcrun update`.
+    /// Device rules are left as they are. With `memory.checkBeforeUpdate` a memory limit
+    /// below the current usage is refused on v2 (v1's kernel refuses it anyway).
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        self.check_applicable(Some(resources))?;
+        let layout = self.layout()?;
+        apply(&layout, resources, true)
+    }
+
+    /// Freezes every task of the cgroup (`rcrun pause`), waiting until the kernel reports the
+    /// whole cgroup frozen; if that does not happen in time it thaws again and fails, so a
+    /// failed pause never leaves a half-frozen container.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        let (file, version) = self.freezer()?;
+        let (value, state_file) = match version {
+            CgroupVersion::V1 => ("FROZEN", file.clone()),
+            CgroupVersion::V2 => ("1", file.with_file_name("cgroup.events")),
+        };
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        let result = (|| loop {
+            // v1: a task that was forking while the cgroup froze can leave it FREEZING for
+            // good; writing FROZEN again retries the freeze, as runc does.
+            write_file(&file, value)?;
+            let state = read_file(&state_file)?;
+            let frozen = match version {
+                CgroupVersion::V1 => state.trim() == "FROZEN",
+                CgroupVersion::V2 => state.lines().any(|l| l.trim() == "frozen 1"),
+            };
+            if frozen {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(CgroupError::FreezeTimeout {
+                    path: state_file.clone(),
+                    state: state.trim().to_string(),
+                    secs: FREEZE_TIMEOUT.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        })();
+        if result.is_err() {
+            // Best effort: the freeze error is the one to report.
+            let _ = self.thaw();
+        }
+        result
+    }
+
+    /// Thaws the cgroup (`rcrun resume`).
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        let (file, version) = self.freezer()?;
+        match version {
+            CgroupVersion::V1 => write_file(&file, "THAWED"),
+            CgroupVersion::V2 => write_file(&file, "0"),
+        }
+    }
+
+    /// Whether the cgroup is frozen; a cgroup without a freezer, or already removed, is not.
+    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
+        let (file, version) = match self.freezer() {
+            Ok(f) => f,
+            Err(CgroupError::NoFreezer) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => return Err(CgroupError::Read { path: file, source }),
+        };
+        Ok(match version {
+            CgroupVersion::V1 => text.trim() == "FROZEN",
+            CgroupVersion::V2 => text.trim() == "1",
+        })
+    }
+
+    /// The freezer's control file: v1 `freezer.state`, v2 `cgroup.freeze`.
+    fn freezer(&self) -> Result<(PathBuf, CgroupVersion), CgroupError> {
+        let layout = self.layout()?;
+        let file = match layout.version {
+            CgroupVersion::V1 => layout
+                .placements
+                .iter()
+                .find(|p| p.has("freezer"))
+                .map(|p| p.dir.join("freezer.state")),
+            CgroupVersion::V2 => layout
+                .placements
+                .first()
+                .map(|p| p.dir.join("cgroup.freeze")),
+        };
+        file.map(|f| (f, layout.version))
+            .ok_or(CgroupError::NoFreezer)
+    }
+
+    /// Sends `signal` to every process in the cgroup and the cgroups below it (`kill --all`,
+    /// `delete --force`). SIGKILL on v2 uses `cgroup.kill` when the kernel has it (5.14+),
+    /// which also catches tasks forked while the list was being read. Frozen v1 tasks only
+    /// act on SIGKILL once thawed, so a frozen cgroup is thawed after the kill.
+    pub fn signal_all(&self, signal: nix::sys::signal::Signal) -> Result<(), CgroupError> {
+        use nix::sys::signal::Signal;
+        let layout = self.layout()?;
+        if signal == Signal::SIGKILL && layout.version == CgroupVersion::V2 {
+            if let Some(p) = layout.placements.first() {
+                let kill_file = p.dir.join("cgroup.kill");
+                if kill_file.exists() {
+                    return write_file(&kill_file, "1");
+                }
+            }
+        }
+        for pid in self.pids()? {
+            match nix::sys::signal::kill(pid, signal) {
+                Ok(()) | Err(nix::Error::ESRCH) => {}
+                Err(source) => {
+                    return Err(CgroupError::Signal {
+                        pid: pid.as_raw(),
+                        source,
+                    })
+                }
+            }
+        }
+        if signal == Signal::SIGKILL && self.is_frozen()? {
+            self.thaw()?;
+        }
+        Ok(())
+    }
+
+    /// The usage counters `rcrun events` reports.
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        stats::collect(&*self.layout()?)
+    }
+
+    /// How many processes the OOM killer has killed in the cgroup so far.
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        stats::oom_kills(&*self.layout()?)
     }
 
     /// Removes the directories (deepest first), waiting briefly for dying tasks to leave.
@@ -431,6 +649,222 @@ fn create_placements(
         }
     }
     Ok(())
+}
+
+/// Writes the resources (everything but device rules) into the container's cgroup.
+fn apply(layout: &Layout, r: &LinuxResources, update: bool) -> Result<(), CgroupError> {
+    match layout.version {
+        CgroupVersion::V1 => {
+            let dir_of = |controller: &str| {
+                layout
+                    .placements
+                    .iter()
+                    .find(|p| p.has(controller))
+                    .map(|p| p.dir.as_path())
+            };
+            let settings = resources::v1_settings(r)?;
+            // cpuset first (settings are in that order), then the memory limits, whose order
+            // depends on what is set now, then the rest.
+            let (cpuset, rest): (Vec<_>, Vec<_>) =
+                settings.iter().partition(|s| s.controller == "cpuset");
+            for s in cpuset {
+                if let Some(dir) = dir_of(&s.controller) {
+                    write_setting(dir, s, false)?;
+                }
+            }
+            if let (Some(m), Some(dir)) = (r.memory(), dir_of("memory")) {
+                let (limit, swap) = resources::v1_memory_limits(m);
+                apply_v1_memory_limits(dir, limit, swap)?;
+            }
+            for s in rest {
+                if let Some(dir) = dir_of(&s.controller) {
+                    write_setting(dir, s, false)?;
+                }
+            }
+        }
+        CgroupVersion::V2 => {
+            let Some(placement) = layout.placements.first() else {
+                return Ok(());
+            };
+            let dir = placement.dir.as_path();
+            let settings = resources::v2_settings(r)?;
+            let unified = r.unified().clone().unwrap_or_default();
+            let mut needed: Vec<&str> = settings
+                .iter()
+                .map(|s| s.controller.as_str())
+                .filter(|c| V2_CONTROLLERS.contains(c))
+                .collect();
+            needed.sort_unstable();
+            needed.dedup();
+            enable_controllers(placement, &needed)?;
+            if let Some(m) = r.memory() {
+                let limit = m.limit().filter(|l| *l > 0);
+                if let (true, Some(limit)) =
+                    (update && m.check_before_update() == Some(true), limit)
+                {
+                    let usage = stats::memory_usage(dir, CgroupVersion::V2)?;
+                    if u64::try_from(limit).is_ok_and(|l| l < usage) {
+                        return Err(CgroupError::BelowUsage {
+                            path: dir.join("memory.max"),
+                            limit: limit.to_string(),
+                            usage,
+                        });
+                    }
+                }
+            }
+            for s in &settings {
+                write_setting(dir, s, unified.contains_key(&s.file))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cgroup v2 controllers rcrun enables for a container's resources.
+const V2_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma",
+];
+
+/// Makes `needed` available to the container's cgroup: each level from the hierarchy root down
+/// to the container's parent must list them in `cgroup.subtree_control`. Only levels that lack
+/// one are written, so a host that already delegates them (systemd, a VM harness) is left as
+/// it is.
+fn enable_controllers(placement: &Placement, needed: &[&str]) -> Result<(), CgroupError> {
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let Ok(rel) = placement.dir.strip_prefix(&placement.mount_point) else {
+        return Ok(());
+    };
+    let mut level = placement.mount_point.clone();
+    for component in rel.components() {
+        let control = level.join("cgroup.subtree_control");
+        let enabled = read_file(&control)?;
+        let missing: Vec<&str> = needed
+            .iter()
+            .copied()
+            .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+            .collect();
+        if !missing.is_empty() {
+            let available = read_file(&level.join("cgroup.controllers"))?;
+            if let Some(absent) = missing
+                .iter()
+                .find(|c| !available.split_whitespace().any(|a| a == **c))
+            {
+                return Err(CgroupError::ControllerMissing {
+                    file: format!("{absent}.*"),
+                    controller: absent.to_string(),
+                    reason: format!(
+                        "is not available in {} (not delegated to this cgroup)",
+                        level.join("cgroup.controllers").display()
+                    ),
+                });
+            }
+            let value: Vec<String> = missing.iter().map(|c| format!("+{c}")).collect();
+            write_file(&control, &value.join(" "))?;
+        }
+        level = level.join(component);
+    }
+    Ok(())
+}
+
+/// Writes one setting, trying its fallback file when the kernel lacks the first one, and
+/// naming the problem when the kernel says no.
+fn write_setting(dir: &Path, s: &resources::Setting, unified_key: bool) -> Result<(), CgroupError> {
+    let path = dir.join(&s.file);
+    let missing = |file: &str| CgroupError::Unsupported {
+        what: file.to_string(),
+        reason: format!("the kernel has no such file in {}", dir.display()),
+    };
+    match write_raw(&path, &s.value) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && unified_key => {
+            Err(CgroupError::UnknownUnifiedKey {
+                key: s.file.clone(),
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match &s.fallback {
+            Some((file, value)) => match write_raw(&dir.join(file), value) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(missing(&format!("{} (nor {file})", s.file)))
+                }
+                Err(e) => Err(write_error(&dir.join(file), value, e)),
+            },
+            None => Err(missing(&s.file)),
+        },
+        Err(e) => Err(write_error(&path, &s.value, e)),
+    }
+}
+
+fn write_error(path: &Path, value: &str, source: std::io::Error) -> CgroupError {
+    match source.raw_os_error() {
+        Some(libc::ENODEV) => CgroupError::NoSuchDevice {
+            path: path.to_path_buf(),
+            value: value.to_string(),
+        },
+        _ => CgroupError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// v1 keeps memory.memsw.limit_in_bytes (memory+swap) >= memory.limit_in_bytes at every
+/// moment, so whichever of the two moves first must not cross the other's current value.
+fn apply_v1_memory_limits(
+    dir: &Path,
+    limit: Option<i64>,
+    memsw: Option<i64>,
+) -> Result<(), CgroupError> {
+    let limit_file = dir.join("memory.limit_in_bytes");
+    let memsw_file = dir.join("memory.memsw.limit_in_bytes");
+    let write_limit = |value: i64| -> Result<(), CgroupError> {
+        match write_raw(&limit_file, &value.to_string()) {
+            Ok(()) => Ok(()),
+            // The kernel reclaims first and gives up with EBUSY when usage stays above.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(CgroupError::BelowUsage {
+                path: limit_file.clone(),
+                limit: value.to_string(),
+                usage: stats::memory_usage(dir, CgroupVersion::V1)?,
+            }),
+            Err(e) => Err(write_error(&limit_file, &value.to_string(), e)),
+        }
+    };
+    let write_memsw = |value: i64| -> Result<(), CgroupError> {
+        match write_raw(&memsw_file, &value.to_string()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CgroupError::Unsupported {
+                what: "linux.resources.memory.swap".into(),
+                reason: format!(
+                    "swap accounting is off in this kernel (no {})",
+                    memsw_file.display()
+                ),
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(CgroupError::BelowUsage {
+                path: memsw_file.clone(),
+                limit: value.to_string(),
+                usage: stats::memory_usage(dir, CgroupVersion::V1)?,
+            }),
+            Err(e) => Err(write_error(&memsw_file, &value.to_string(), e)),
+        }
+    };
+    match (limit, memsw) {
+        (None, None) => Ok(()),
+        (Some(l), None) => write_limit(l),
+        (limit, Some(sw)) => {
+            let current: u64 = read_file(&limit_file)?.trim().parse().unwrap_or(u64::MAX);
+            let raise_memsw_first = sw < 0 || u64::try_from(sw).is_ok_and(|sw| sw >= current);
+            if raise_memsw_first {
+                write_memsw(sw)?;
+                limit.map_or(Ok(()), write_limit)
+            } else {
+                limit.map_or(Ok(()), write_limit)?;
+                write_memsw(sw)
+            }
+        }
+    }
 }
 
 /// `mkdir -p` below `mount_point`, recording each directory this call created, top-down.
@@ -562,15 +996,15 @@ fn read_file(path: &Path) -> Result<String, CgroupError> {
 /// Writes a value to an existing cgroup control file in one write(2): the kernel takes each
 /// write as one complete value, so it must neither be split nor be created or truncated.
 fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
-    let err = |source| CgroupError::Write {
+    write_raw(path, value).map_err(|source| CgroupError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(err)?;
-    file.write_all(value.as_bytes()).map_err(err)
+    })
+}
+
+fn write_raw(path: &Path, value: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all(value.as_bytes())
 }
 
 #[cfg(test)]

@@ -229,14 +229,8 @@ fn hierarchy_of_a_recorded_dir() {
 }
 
 #[test]
-fn resource_limits_are_refused_by_name() {
+fn resources_are_checked_against_the_host() {
     assert!(check_supported(None).is_ok());
-    let devices_only = LinuxResourcesBuilder::default()
-        .devices(vec![LinuxDeviceCgroup::default()])
-        .build()
-        .expect("builds");
-    assert!(check_supported(Some(&devices_only)).is_ok());
-
     let empty_memory = LinuxResourcesBuilder::default()
         .memory(LinuxMemory::default())
         .hugepage_limits(Vec::new())
@@ -253,41 +247,57 @@ fn resource_limits_are_refused_by_name() {
         .pids(pids)
         .build()
         .expect("builds");
-    let err = check_supported(Some(&limits)).expect_err("limits are not enforced yet");
+    let v1 = cgroup_for(&hybrid(), None, "c").expect("resolves");
+    assert!(v1.check_applicable(Some(&limits)).is_ok());
+    let v2_host = Host::from_texts(V2_MOUNTINFO, "0::/\n").expect("parses");
+    let v2 = cgroup_for(&v2_host, None, "c").expect("resolves");
+    assert!(v2.check_applicable(Some(&limits)).is_ok());
+
+    // The hybrid host mounts no hugetlb, net_cls or rdma hierarchy.
+    let json: LinuxResources =
+        serde_json::from_str(r#"{"hugepageLimits":[{"pageSize":"2MB","limit":2097152}]}"#)
+            .expect("deserializes");
+    let err = v1
+        .check_applicable(Some(&json))
+        .expect_err("no hugetlb hierarchy");
+    assert!(
+        matches!(err, CgroupError::ControllerMissing { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("hugetlb"), "{err}");
+    let no_memory = Host::from_texts(HYBRID_MOUNTINFO, "8:pids:/\n").expect("parses");
+    let err = cgroup_for(&no_memory, None, "c")
+        .expect("resolves")
+        .check_applicable(Some(&limits))
+        .expect_err("memory limit without a memory hierarchy");
+    assert!(err.to_string().contains("memory"), "{err}");
+
+    let unified: LinuxResources =
+        serde_json::from_str(r#"{"unified":{"memory.high":"1G"}}"#).expect("deserializes");
+    assert!(v2.check_applicable(Some(&unified)).is_ok());
+    let err = v1
+        .check_applicable(Some(&unified))
+        .expect_err("v2 keys on v1");
+    assert!(err.to_string().contains("linux.resources.unified"), "{err}");
+
+    let zero_period: LinuxResources =
+        serde_json::from_str(r#"{"cpu":{"period":0,"quota":1000}}"#).expect("deserializes");
+    let err = check_supported(Some(&zero_period)).expect_err("zero period");
     assert_eq!(
         err.to_string(),
-        "not implemented yet: memory limits (linux.resources.memory), \
-         pids limits (linux.resources.pids)"
+        "invalid linux.resources.cpu.period: it must be positive"
     );
-
-    let json: LinuxResources = serde_json::from_str(
-        r#"{"cpu":{"shares":1024},"unified":{"memory.max":"1G"},"blockIO":{"weight":10}}"#,
-    )
-    .expect("deserializes");
-    let msg = check_supported(Some(&json))
-        .expect_err("refused")
-        .to_string();
-    for field in [
-        "linux.resources.cpu",
-        "linux.resources.blockIO",
-        "linux.resources.unified",
-    ] {
-        assert!(msg.contains(field), "{msg}");
-    }
 }
 
 #[test]
-fn device_rules_need_v1() {
+fn device_rules_need_a_devices_controller_or_v2() {
     let rules = LinuxResourcesBuilder::default()
         .devices(vec![LinuxDeviceCgroup::default()])
         .build()
         .expect("builds");
     let host = Host::from_texts(V2_MOUNTINFO, "0::/\n").expect("parses");
     let cg = cgroup_for(&host, None, "c").expect("resolves");
-    let err = cg
-        .check_applicable(Some(&rules))
-        .expect_err("v2 has no device rules yet");
-    assert!(matches!(err, CgroupError::NotImplemented(_)));
+    assert!(cg.check_applicable(Some(&rules)).is_ok(), "v2 uses eBPF");
     assert!(cg.check_applicable(None).is_ok());
 
     let no_devices = Host::from_texts(HYBRID_MOUNTINFO, "8:pids:/\n").expect("parses");
@@ -537,12 +547,50 @@ fn root_v2_placement_on_hybrid_unified_mount() {
         .devices(vec![deny_all])
         .build()
         .expect("builds");
+    let mut bad_rule = LinuxDeviceCgroup::default();
+    bad_rule.set_access(Some("rx".to_string()));
+    let bad = LinuxResourcesBuilder::default()
+        .devices(vec![bad_rule])
+        .build()
+        .expect("builds");
     assert!(matches!(
-        cg.create(Some(&rules)),
-        Err(CgroupError::NotImplemented(_))
+        cg.create(Some(&bad)),
+        Err(CgroupError::InvalidDeviceRule { .. })
     ));
     assert!(!dir.exists(), "a refused create leaves nothing behind");
-    cg.create(None).expect("create");
+
+    // The eBPF device filter, for real: deny-all plus the default allow list lets a process
+    // in the cgroup read /dev/null but not /dev/kmsg (c 1:11); the unified mount needs no
+    // controller for this.
+    cg.create(Some(&rules))
+        .expect("create with the device filter");
+    let mut kmsg = LinuxDevice::default();
+    kmsg.set_path(PathBuf::from("/dev/kmsg"));
+    kmsg.set_typ(oci_spec::runtime::LinuxDeviceType::C);
+    kmsg.set_major(1);
+    kmsg.set_minor(11);
+    let probe = |cg: &Cgroup| {
+        let entering = cg.clone();
+        let mut command = std::process::Command::new("sh");
+        command.args([
+            "-c",
+            "head -c0 /dev/null && echo null-ok; head -c0 /dev/kmsg && echo kmsg-ok",
+        ]);
+        // SAFETY: as in root_create_enter_pids_destroy: the closure only writes cgroup files.
+        unsafe {
+            command.pre_exec(move || entering.enter().map_err(std::io::Error::other));
+        }
+        let out = command.output().expect("run sh in the cgroup");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if Path::new("/dev/kmsg").exists() {
+        let out = probe(&cg);
+        assert!(out.contains("null-ok"), "{out}");
+        assert!(!out.contains("kmsg-ok"), "{out}");
+        cg.allow_devices(&[kmsg]).expect("allow /dev/kmsg");
+        let out = probe(&cg);
+        assert!(out.contains("kmsg-ok"), "replaced program allows it: {out}");
+    }
 
     let child = std::process::Command::new("sleep")
         .arg("30")

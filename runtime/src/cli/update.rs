@@ -1,7 +1,7 @@
 //! `update`: change a running container's limits with runc's flags, or with a LinuxResources
 //! JSON from `--resources FILE` (`-` for stdin); flags given as well override the file.
 use anyhow::Context;
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{LinuxPids, LinuxResources};
 use std::io::Read;
 use std::path::Path;
 
@@ -105,7 +105,7 @@ fn resources_of(a: &UpdateArgs) -> anyhow::Result<LinuxResources> {
         size("kernel-memory-tcp", &a.kernel_memory_tcp)?,
     ];
     if memory.iter().any(Option::is_some) {
-        let mut m = r.memory().clone().unwrap_or_else(LinuxMemory::default);
+        let mut m = r.memory().unwrap_or_default();
         let [limit, reservation, swap, kernel, kernel_tcp] = memory;
         if limit.is_some() {
             m.set_limit(limit);
@@ -134,7 +134,7 @@ fn resources_of(a: &UpdateArgs) -> anyhow::Result<LinuxResources> {
         || a.cpuset_cpus.is_some()
         || a.cpuset_mems.is_some();
     if cpu_given {
-        let mut c = r.cpu().clone().unwrap_or_else(LinuxCpu::default);
+        let mut c = r.cpu().clone().unwrap_or_default();
         if a.cpu_period.is_some() {
             c.set_period(a.cpu_period);
         }
@@ -167,7 +167,7 @@ fn resources_of(a: &UpdateArgs) -> anyhow::Result<LinuxResources> {
         r.set_pids(Some(p));
     }
     if let Some(weight) = a.blkio_weight {
-        let mut b = r.block_io().clone().unwrap_or_else(LinuxBlockIo::default);
+        let mut b = r.block_io().clone().unwrap_or_default();
         b.set_weight(Some(weight));
         r.set_block_io(Some(b));
     }
