@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the busybox test image: OUTDIR/rootfs (from Debian's busybox-static) and
-# OUTDIR/config.json (runc's default spec, running `sh` without a terminal).
+# Builds the busybox test image: OUTDIR/rootfs (from Debian's busybox-static),
+# OUTDIR/config.json (runc's default spec, running `sh` without a terminal), and OUTDIR/oci, the
+# same rootfs as an OCI image layout (one gzip layer, tagged docker.io/library/busybox:latest).
 # usage: hack/mkimage.sh [OUTDIR]     (default: <repo>/target/e2e-image)
 # Idempotent and fast when already built; the output appears atomically (built in a temp dir,
 # then renamed into place).
@@ -18,7 +19,8 @@ command -v sha256sum >/dev/null || die "sha256sum not found"
 # The stamp changes with the busybox binary and with this script.
 stamp_want="$(sha256sum "$busybox" | cut -d' ' -f1) $(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp_want" ] \
-    && [ -f "$out/config.json" ] && [ -x "$out/rootfs/bin/busybox" ]; then
+    && [ -f "$out/config.json" ] && [ -x "$out/rootfs/bin/busybox" ] \
+    && [ -f "$out/oci/index.json" ]; then
     exit 0
 fi
 
@@ -239,6 +241,41 @@ cat >"$tmp/config.json" <<'CONFIG'
 	}
 }
 CONFIG
+
+# The OCI image layout. Reproducible: names sorted, times zeroed, numeric owners, no gzip
+# timestamp, fixed `created`, so the same busybox always gives the same digests.
+command -v gzip >/dev/null || die "gzip not found"
+arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+oci=$tmp/oci
+mkdir -p "$oci/blobs/sha256"
+blob() { # FILE -> moves it to blobs/sha256/<digest>, prints "<hex> <size>"
+    local hex size
+    hex=$(sha256sum "$1" | cut -d' ' -f1)
+    size=$(stat -c %s "$1")
+    mv "$1" "$oci/blobs/sha256/$hex"
+    echo "$hex $size"
+}
+tar --sort=name --mtime=@0 --numeric-owner --format=posix \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    -C "$rootfs" -cf "$tmp/layer.tar" .
+diff_id=$(sha256sum "$tmp/layer.tar" | cut -d' ' -f1)
+gzip -n -6 <"$tmp/layer.tar" >"$tmp/layer.tar.gz"
+rm -f "$tmp/layer.tar"
+read -r layer_hex layer_size < <(blob "$tmp/layer.tar.gz")
+cat >"$tmp/image-config.json" <<IMAGECONFIG
+{"architecture":"$arch","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"hack/mkimage.sh"}]}
+IMAGECONFIG
+read -r config_hex config_size < <(blob "$tmp/image-config.json")
+cat >"$tmp/manifest.json" <<MANIFEST
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_hex","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$layer_hex","size":$layer_size}]}
+MANIFEST
+read -r manifest_hex manifest_size < <(blob "$tmp/manifest.json")
+# Both conventions: the OCI ref name is the tag (what skopeo/umoci `oci:DIR:latest` use),
+# containerd's annotation the full name (what `ctr images import` and rcri's import use).
+cat >"$oci/index.json" <<INDEX
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_hex","size":$manifest_size,"annotations":{"io.containerd.image.name":"docker.io/library/busybox:latest","org.opencontainers.image.ref.name":"latest"}}]}
+INDEX
+echo '{"imageLayoutVersion":"1.0.0"}' >"$oci/oci-layout"
 
 echo "$stamp_want" >"$tmp/.stamp"
 

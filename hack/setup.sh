@@ -8,7 +8,11 @@ die() { echo "setup: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (tests create namespaces, mounts and cgroups)"
 command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian only"
 
-packages=(libseccomp-dev pkg-config busybox-static jq iproute2 util-linux gcc)
+# containernetworking-plugins: rcri's CNI plugins (bridge, host-local, loopback, portmap) in
+# /usr/lib/cni; iptables: what portmap programs; protobuf-compiler: protoc for the k8s-cri
+# bindings rcri builds.
+packages=(libseccomp-dev pkg-config busybox-static jq iproute2 util-linux gcc
+    containernetworking-plugins iptables protobuf-compiler)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -23,6 +27,42 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed"
 fi
+
+# The cgroup v2 VM of hack/vmtest.sh: QEMU from <release>-backports (on bookworm the suite's own
+# qemu-system-x86 conflicts with the backports qemu-utils that machines may already have), and
+# xz-utils to unpack the guest kernel (dpkg-deb, busybox and flock are there already).
+# shellcheck source=/dev/null
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+[ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release"
+backports=$codename-backports
+vm_update=0
+if ! grep -qsE "^[^#]*[[:space:]]$backports([[:space:]]|\$)" \
+    /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; then
+    echo "setup: adding $backports to apt's sources"
+    cat >"/etc/apt/sources.list.d/$backports.sources" <<SOURCES || die "cannot write /etc/apt/sources.list.d/$backports.sources"
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    vm_update=1
+fi
+vm_missing=()
+for p in qemu-system-x86 xz-utils; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || vm_missing+=("$p")
+done
+if [ "${#vm_missing[@]}" -gt 0 ] || [ "$vm_update" = 1 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+fi
+if [ "${#vm_missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${vm_missing[*]} (from $backports where it has them)"
+    apt-get install -y -qq --no-install-recommends -t "$backports" "${vm_missing[@]}" >/dev/null \
+        || die "apt-get install -t $backports ${vm_missing[*]} failed"
+fi
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing although qemu-system-x86 is installed"
 
 [ -x /bin/busybox ] || die "/bin/busybox missing although busybox-static is installed"
 
