@@ -23,3 +23,16 @@ step "test image"
 hack/mkimage.sh "$repo/target/e2e-image"
 step "cargo test"
 RCRUN_TEST_IMAGE="$repo/target/e2e-image" cargo test --workspace --no-fail-fast
+
+# The cgroup v2 proof: this host is v1/hybrid, so tests/tests/cgroup_v2.rs (which skips itself
+# above) runs again inside hack/vmtest.sh's VM, on a pure cgroup v2 hierarchy.
+step "cgroup v2 tests in a VM (hack/vmtest.sh)"
+vm_start=$SECONDS
+hack/vmtest.sh --build
+cgroup_v2_test=$(cargo test -p e2e --test cgroup_v2 --no-run --message-format=json --quiet \
+    | jq -r 'select(.reason == "compiler-artifact" and .target.name == "cgroup_v2" and .profile.test) | .executable')
+[ -x "$cgroup_v2_test" ] || { echo "test: no test binary for tests/tests/cgroup_v2.rs" >&2; exit 1; }
+vm_status=0
+RCRUN_TEST_IMAGE="$repo/target/e2e-image" hack/vmtest.sh --timeout 1800 -- "$cgroup_v2_test" || vm_status=$?
+echo "test: cgroup v2 VM step: $((SECONDS - vm_start)) s wall, exit status $vm_status" >&2
+[ "$vm_status" -eq 0 ] || exit "$vm_status"

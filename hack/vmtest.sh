@@ -12,8 +12,8 @@
 # switch_roots into it, with tmpfs on /tmp, /run, /var/tmp, /root, fresh proc, sysfs, devtmpfs,
 # and cgroup2 on /sys/fs/cgroup. The command runs there as root, in the root cgroup (`0::/`),
 # with the same cwd as here (or / if that does not exist in the guest, e.g. under /tmp), stdin
-# from /dev/null. Its stdout and stderr are printed here (stdout to stdout, stderr to stderr,
-# after it ended) and its exit status is this script's exit status.
+# from /dev/null. Its stdout and stderr are printed here as they come (stdout to stdout, stderr
+# to stderr) and its exit status is this script's exit status.
 #
 # Options:
 #   --mem M        guest memory, as for qemu -m (default 2G)
@@ -23,7 +23,7 @@
 #   --env NAME     forward $NAME into the guest (repeatable); --env NAME=VALUE sets it.
 #                  Always forwarded: RCRUN_*, RUST_*, CARGO_*, PATH, TERM, NO_COLOR.
 #   --disk SIZE    a blank scratch disk (virtio-blk, /dev/vda, e.g. for io.max) of SIZE
-#                  (qemu-img size, default 256M; 0 = none); the guest sees its path in
+#                  (as for truncate -s, default 256M; 0 = none); the guest sees its path in
 #                  RCRUN_VM_SCRATCH_DISK
 #   --console      also print the guest's kernel console log (always printed on failure)
 #   -v, --verbose  print what happens and how long it took
@@ -36,7 +36,8 @@
 # host a temp dir removed afterwards).
 #
 # Environment: RCRUN_VM_DIR (artefacts, default <repo>/target/vm), RCRUN_VM_KERNEL (a
-# linux-image-* package name to use instead of linux-image-amd64's dependency), QEMU (binary,
+# linux-image-* package name to use instead of linux-image-amd64's dependency), RCRUN_VM_MODULES
+# (more modules for the initramfs), RCRUN_VM_APPEND (more kernel command line), QEMU (binary,
 # default qemu-system-x86_64).
 #
 # Artefacts under <repo>/target/vm (rebuilt only when their inputs change): the kernel .deb
@@ -64,7 +65,7 @@ busybox=/bin/busybox
 # costs boot time under TCG; the guest cannot load modules later: the host's / has none of its
 # kernel's).
 read -r -a extra_modules <<<"${RCRUN_VM_MODULES:-}"
-modules=(virtio_pci virtio_mmio virtio_blk 9pnet_virtio 9p overlay "${extra_modules[@]}")
+modules=(virtio_pci virtio_blk 9pnet_virtio 9p overlay "${extra_modules[@]}")
 
 mem=2G
 cpus=$(nproc 2>/dev/null || echo 1)
@@ -124,16 +125,28 @@ need() { command -v "$1" >/dev/null || die "$1 not found: $2 (run hack/setup.sh)
 # The kernel package to boot and its version: linux-image-amd64's dependency, as apt sees it.
 # Without apt metadata, the newest kernel already built.
 resolve_kernel() {
-    local pkg=${RCRUN_VM_KERNEL:-} ver=""
-    if [ -z "$pkg" ]; then
-        pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-            awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }') || true
-    fi
-    if [ -n "$pkg" ]; then
-        ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '$1 == "Version:" { print $2; exit }') || true
+    local pkg=${RCRUN_VM_KERNEL:-} ver="" key cache=$vmdir/kernel.resolved
+    # apt-cache takes seconds: its answer is kept until apt's lists or settings change.
+    # shellcheck disable=SC2012 # a fingerprint of the listing, not file names
+    key=$(ls -l --time-style=+%s /var/lib/apt/lists/ /etc/apt/ /etc/apt/*.d/ 2>/dev/null | cksum | cut -d' ' -f1)
+    key="$key ${pkg:--}"
+    if [ -f "$cache" ] && [ "$(head -n1 "$cache")" = "$key" ]; then
+        { read -r _; read -r pkg ver; } <"$cache"
+    else
+        if [ -z "$pkg" ]; then
+            pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+                awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }') || true
+        fi
+        if [ -n "$pkg" ]; then
+            ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '$1 == "Version:" { print $2; exit }') || true
+        fi
+        if [ -n "$pkg" ] && [ -n "$ver" ]; then
+            printf '%s\n%s %s\n' "$key" "$pkg" "$ver" >"$cache"
+        fi
     fi
     if [ -z "$pkg" ] || [ -z "$ver" ]; then
         local newest
+        # shellcheck disable=SC2012 # our own plain names
         newest=$(ls -1dt "$vmdir"/kernel/*/.done 2>/dev/null | head -n1) || true
         [ -n "$newest" ] || die "cannot find a kernel package: apt-cache knows no linux-image-amd64${pkg:+ / $pkg} (run apt-get update)"
         kdir=$(dirname "$newest")
@@ -158,6 +171,7 @@ extract_vmlinux() {
     magic=$(od -An -t x1 -j "$off" -N 6 "$bz" | tr -d ' \n')
     # All formats but gzip have the uncompressed size appended (4 bytes): drop it.
     [ "${magic:0:4}" = 1f8b ] || len=$((len - 4))
+    # shellcheck disable=SC2054 # commas are dd's
     local payload=(dd "if=$bz" bs=1M iflag=skip_bytes,count_bytes "skip=$off" "count=$len" status=none)
     case $magic in
     fd377a585a00) need xz "xz-utils"; "${payload[@]}" | xz -dc >"$out" ;;
@@ -185,13 +199,12 @@ build_kernel() {
         # apt drops privileges to _apt for downloads; let it write here.
         chmod 777 "$tmp"
         (cd "$tmp" && apt-get download -qq "$kpkg=$kver" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2) || true
-        local got
-        got=$(ls "$tmp"/*.deb 2>/dev/null | head -n1) || true
-        [ -n "$got" ] || {
+        local got=("$tmp"/*.deb)
+        [ -f "${got[0]}" ] || {
             rm -rf "$tmp"
             die "apt-get download $kpkg=$kver failed (network? apt sources?)"
         }
-        mv "$got" "$deb"
+        mv "${got[0]}" "$deb"
         rm -rf "$tmp"
         # Older downloads of the same package name are not needed any more.
         find "$vmdir/deb" -maxdepth 1 -name "${kpkg}_*.deb" ! -path "$deb" -delete
@@ -200,11 +213,11 @@ build_kernel() {
     tmp=$(mktemp -d "$vmdir/kernel/.build.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT
     dpkg-deb -x "$deb" "$tmp/x" || die "dpkg-deb -x $deb failed"
-    local bz
-    bz=$(ls "$tmp"/x/boot/vmlinuz-* 2>/dev/null | head -n1) || true
-    [ -n "$bz" ] || die "$deb has no /boot/vmlinuz-*"
-    mroot=$(ls -d "$tmp"/x/lib/modules/*/ 2>/dev/null | head -n1) || true
-    [ -n "$mroot" ] || die "$deb has no /lib/modules/<version>"
+    local bzs=("$tmp"/x/boot/vmlinuz-*) mroots=("$tmp"/x/lib/modules/*/) bz
+    bz=${bzs[0]}
+    [ -f "$bz" ] || die "$deb has no /boot/vmlinuz-*"
+    mroot=${mroots[0]%/}
+    [ -d "$mroot" ] || die "$deb has no /lib/modules/<version>"
     mkdir -p "$tmp/out/modules"
     cp "$bz" "$tmp/out/bzImage"
     basename "$mroot" >"$tmp/out/release"
@@ -275,8 +288,10 @@ export PATH=/bin
 fail() {
     echo "vmtest-init: $*" >/dev/console
     echo "vmtest-init: $*" >/newroot/run/vmtest/init-error 2>/dev/null
-    echo o >/proc/sysrq-trigger
-    sleep 60
+    # Power off; if that fails, init exiting panics the kernel, which reboots: QEMU exits.
+    echo o >/proc/sysrq-trigger 2>/dev/null || echo o >/newroot/proc/sysrq-trigger
+    sleep 5
+    exit 1
 }
 mount -t proc -o nosuid,nodev,noexec proc /proc || fail "mount proc"
 mount -t devtmpfs -o nosuid,mode=755 devtmpfs /dev || fail "mount devtmpfs"
@@ -319,7 +334,7 @@ INIT
 build_initramfs() {
     [ -x "$busybox" ] || die "$busybox not found (package busybox-static; run hack/setup.sh)"
     local stamp tmp
-    stamp="$(sha256sum "$busybox" | cut -d' ' -f1) $(init_script | sha256sum | cut -d' ' -f1) $(cat "$kdir"/modules/order | sha256sum | cut -d' ' -f1) $(basename "$kdir")"
+    stamp="$(sha256sum "$busybox" | cut -d' ' -f1) $(init_script | sha256sum | cut -d' ' -f1) $(sha256sum <"$kdir/modules/order" | cut -d' ' -f1) $(basename "$kdir")"
     initrd=$kdir/initramfs.cpio
     if [ -f "$initrd" ] && [ "$(cat "$kdir/initramfs.stamp" 2>/dev/null)" = "$stamp" ]; then
         return
@@ -372,14 +387,16 @@ xdir=$(mktemp -d /tmp/rcrun-vmtest.XXXXXX)
 chmod 755 "$xdir"
 qpid=""
 spid=""
+tpids=""
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
     local pid
-    for pid in $qpid $spid; do
+    for pid in $qpid $spid $tpids; do
         if kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
         fi
     done
-    for pid in $qpid $spid; do
+    for pid in $qpid $spid $tpids; do
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$xdir"
@@ -415,7 +432,7 @@ x=/run/vmtest
 poweroff() {
     sync
     echo o >/proc/sysrq-trigger
-    sleep 60
+    sleep 5
 }
 trap poweroff EXIT
 . $x/env.sh
@@ -435,40 +452,27 @@ RUN
 : >"$xdir/stdout"
 : >"$xdir/stderr"
 
+# shellcheck disable=SC2054 # commas are qemu's
 accel=(-accel tcg,thread=multi -cpu max)
 if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -w /dev/kvm ]; then
     accel=(-accel kvm -cpu host)
 fi
 if [ "$disk" != 0 ]; then
-    need qemu-img "package qemu-utils"
-    qemu-img create -q -f raw "$xdir/scratch.img" "$disk" || die "qemu-img create $disk failed"
+    truncate -s "$disk" "$xdir/scratch.img" || die "--disk: cannot make a sparse file of $disk"
 fi
-append="console=ttyS0 panic=-1 rdinit=/init cgroup_no_v1=all psi=1"
-append+=" mitigations=off tsc=reliable no_timer_check random.trust_cpu=on 8250.nr_uarts=1"
+append="console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init cgroup_no_v1=all psi=1"
+append+=" mitigations=off tsc=reliable no_timer_check random.trust_cpu=on 8250.nr_uarts=1 lpj=8000000"
+append+=" cryptomgr.notests"
+append+=" ${RCRUN_VM_APPEND:-}"
 
 # Boots the VM with kernel $1 (in the background: $qpid), console to $xdir/console.log.
-machine=${RCRUN_VM_MACHINE:-pc}
 boot() {
-    local dev=()
-    case $machine in
-    pc)
-        dev=(-M pc
-            -virtfs "local,path=/,mount_tag=hostroot,readonly=on,security_model=none,multidevs=remap"
-            -virtfs "local,path=$xdir,mount_tag=exchange,security_model=none,multidevs=remap")
-        [ "$disk" = 0 ] || dev+=(-drive "file=$xdir/scratch.img,format=raw,if=virtio,cache=unsafe")
-        ;;
-    microvm)
-        dev=(-M microvm,acpi=on
-            -fsdev "local,id=fs0,path=/,readonly=on,security_model=none,multidevs=remap"
-            -device virtio-9p-device,fsdev=fs0,mount_tag=hostroot
-            -fsdev "local,id=fs1,path=$xdir,security_model=none,multidevs=remap"
-            -device virtio-9p-device,fsdev=fs1,mount_tag=exchange)
-        [ "$disk" = 0 ] || dev+=(-drive "id=d0,file=$xdir/scratch.img,format=raw,if=none,cache=unsafe"
-            -device virtio-blk-device,drive=d0)
-        ;;
-    *) die "RCRUN_VM_MACHINE: pc or microvm, not $machine" ;;
-    esac
-    "$qemu" -name rcrun-vmtest "${dev[@]}" -m "$mem" -smp "$cpus" "${accel[@]}" \
+    local dev=(
+        -virtfs "local,path=/,mount_tag=hostroot,readonly=on,security_model=none,multidevs=remap"
+        -virtfs "local,path=$xdir,mount_tag=exchange,security_model=none,multidevs=remap"
+    )
+    [ "$disk" = 0 ] || dev+=(-drive "file=$xdir/scratch.img,format=raw,if=virtio,cache=unsafe")
+    "$qemu" -name rcrun-vmtest -M pc "${dev[@]}" -m "$mem" -smp "$cpus" "${accel[@]}" \
         -nodefaults -no-user-config -display none -no-reboot \
         -chardev "file,id=con,path=$xdir/console.log" -serial chardev:con \
         -kernel "$1" -initrd "$initrd" -append "$append" \
@@ -478,8 +482,17 @@ boot() {
 
 kernel=$kdir/vmlinux
 [ ! -f "$kdir/no-pvh" ] || kernel=$kdir/bzImage
+# The command's output is shown as it comes (the exchange share has no guest cache): one tail per
+# stream, which ends once QEMU has ended and it has read the rest.
+follow() {
+    tail -n +1 -s 0.2 -f --pid="$qpid" "$xdir/stdout" &
+    tpids+=" $!"
+    tail -n +1 -s 0.2 -f --pid="$qpid" "$xdir/stderr" >&2 &
+    tpids+=" $!"
+}
 t_boot=$(date +%s.%N)
 boot "$kernel"
+follow
 say "booting $(basename "$kdir")/$(basename "$kernel") (qemu pid $qpid, ${accel[1]})"
 sleep "$timeout" &
 spid=$!
@@ -499,6 +512,7 @@ while :; do
             kernel=$kdir/bzImage
             : >"$xdir/console.log"
             boot "$kernel"
+            follow
             continue
         fi
         break
@@ -520,9 +534,10 @@ kill "$spid" 2>/dev/null || true
 wait "$spid" 2>/dev/null || true
 spid=""
 t_end=$(date +%s.%N)
-
-cat "$xdir/stdout"
-cat "$xdir/stderr" >&2
+for pid in $tpids; do
+    wait "$pid" 2>/dev/null || true
+done
+tpids=""
 
 show_console() {
     echo "$prog: ---- guest console ($1) ----" >&2
