@@ -283,3 +283,45 @@ fn bad_input_is_refused_and_leaves_nothing() -> Result<()> {
     }
     Ok(())
 }
+
+/// With clone3's CLONE_INTO_CGROUP the container's first process is born in its own cgroup,
+/// never charged to the caller's: rcrun run from a cgroup whose pids.max is 1 (rcrun itself)
+/// still starts a container, which a fork into the caller's cgroup could not.
+#[test]
+fn the_init_is_born_in_its_cgroup() -> Result<()> {
+    if !pure_v2() {
+        return Ok(());
+    }
+    let mut bundle = Bundle::new()?;
+    bundle
+        .set(
+            "/linux/cgroupsPath",
+            json!(format!("/{}", unique_id("v2born"))),
+        )
+        .sh("cat /proc/self/cgroup");
+    bundle.write()?;
+    let rt = Runtime::new()?;
+    let limit = Path::new("/sys/fs/cgroup").join(unique_id("v2caller"));
+    fs::create_dir(&limit)?;
+    fs::write(limit.join("pids.max"), "1")?;
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} --root {} run --bundle {} born",
+        limit.display(),
+        rt.bin().display(),
+        rt.root().display(),
+        bundle.path().display()
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()?;
+    let _ = fs::remove_dir(&limit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("0::/"),
+        "status {:?}\nstdout {stdout}\nstderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

@@ -17,6 +17,8 @@ pub struct InitFds {
     pub sync: Channel,
     pub fifo: Option<OwnedFd>,
     pub console: Option<OwnedFd>,
+    /// Born inside the container's cgroup (clone3 with CLONE_INTO_CGROUP): nothing to enter.
+    pub in_cgroup: bool,
 }
 
 /// Formats an error with its causes, the way the parent prints it.
@@ -51,7 +53,9 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
     close_inherited_fds(cfg, fds)?;
     // Before any namespace: cgroup files belong to the host, and the cgroup namespace must be
     // rooted at the container's own cgroup.
-    cfg.cgroup.enter()?;
+    if !fds.in_cgroup {
+        cfg.cgroup.enter()?;
+    }
     let joins = cfg.ns.open_joins()?;
     namespaces::join(joins)?;
     if cfg.ns.new_user {

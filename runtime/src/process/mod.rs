@@ -128,6 +128,68 @@ impl Drop for SpawnGuard {
     }
 }
 
+/// The kernel's `struct clone_args` (linux/sched.h), up to the cgroup field (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks; on cgroup v2 with clone3 the child is born inside the container's cgroup, so it is
+/// never counted against (or frozen with) the caller's, and no cgroup.procs write is needed.
+/// Returns whether that happened; on older kernels it falls back to a plain fork.
+fn fork_into(cgroup: Option<OwnedFd>) -> Result<(ForkResult, bool), ProcessError> {
+    if let Some(fd) = &cgroup {
+        let mut args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: std::os::fd::AsRawFd::as_raw_fd(fd) as u64,
+            ..Default::default()
+        };
+        // SAFETY: without CLONE_VM, clone3 duplicates the process like fork (the child
+        // continues on its copy of this stack); rcrun is single-threaded, so no lock is held.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match r {
+            0 => return Ok((ForkResult::Child, true)),
+            p if p > 0 => {
+                let child = Pid::from_raw(p as i32);
+                return Ok((ForkResult::Parent { child }, true));
+            }
+            _ => {
+                let e = nix::Error::last();
+                // Kernels without clone3 or CLONE_INTO_CGROUP: the child enters by itself.
+                if !matches!(
+                    e,
+                    nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
+                ) {
+                    return Err(ProcessError::Sys("clone3 into the container's cgroup", e));
+                }
+            }
+        }
+    }
+    // SAFETY: rcrun is single-threaded, so the child may allocate and run our code.
+    let r = unsafe { fork() }.map_err(|e| ProcessError::Sys("fork", e))?;
+    Ok((r, false))
+}
+
 /// Forks the container's init and waits until it is set up. Returns its pid (in our pid
 /// namespace). With an exec fifo the init then blocks until `start`; without one it execs.
 /// `runtime_hooks` runs prestart and createRuntime hooks for the given init pid and returns
@@ -139,8 +201,8 @@ pub fn spawn(
     runtime_hooks: &mut dyn FnMut(Pid) -> Result<String, ProcessError>,
 ) -> Result<Pid, ProcessError> {
     let (parent, child) = Channel::pair()?;
-    // SAFETY: rcrun is single-threaded, so the child may allocate and run our code.
-    match unsafe { fork() }.map_err(|e| ProcessError::Sys("fork", e))? {
+    let (forked, in_cgroup) = fork_into(cfg.cgroup.v2_dir_fd())?;
+    match forked {
         ForkResult::Child => {
             drop(parent);
             init::stage1(
@@ -149,6 +211,7 @@ pub fn spawn(
                     sync: child,
                     fifo,
                     console,
+                    in_cgroup,
                 },
             )
         }
