@@ -79,8 +79,8 @@ pub fn ensure_sealed() -> Result<(), SealError> {
 }
 
 /// Opens `exe` through a read-only overlayfs of its directory. All of it happens in a private
-/// mount namespace of our own and is detached before we return, so the host sees nothing even
-/// if we are killed halfway; the returned fd keeps the overlay alive.
+/// mount namespace that we leave again before returning, so the host sees nothing even if we
+/// are killed halfway; the returned fd keeps the overlay alive once that namespace is gone.
 fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
     let sys = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -92,6 +92,14 @@ fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
     };
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let name = exe.file_name().unwrap_or_default();
+    // We return to the caller's mount namespace afterwards (hooks and everything else must
+    // run there, as with runc); the fd we return keeps the overlay alive on its own.
+    let home = nix::fcntl::open(
+        "/proc/self/ns/mnt",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("open", Path::new("/proc/self/ns/mnt")))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(sys("unshare a mount namespace for", exe))?;
     // A scratch tmpfs for the overlay's mount point and its second, empty lower layer
@@ -141,6 +149,8 @@ fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
         .map_err(sys("open sealed", exe))
     })();
     umount2(scratch, MntFlags::MNT_DETACH).map_err(sys("detach scratch tmpfs from", scratch))?;
+    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(sys("return to the caller's mount namespace from", exe))?;
     opened
 }
 
