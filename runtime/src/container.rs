@@ -291,19 +291,20 @@ fn init_config(
         .ok_or_else(|| ContainerError::Invalid("process is missing".into()))?;
     let ns = NamespacePlan::from_spec(linux);
     let in_userns = ns.new_user || ns.joins_user();
-    let rootfs = if ns.has_new(CloneFlags::CLONE_NEWNS) {
-        let mut plan = RootfsPlan::from_bundle(bundle, b.no_pivot, in_userns)?;
-        plan.cgroup_dirs = Vec::new();
-        Some(plan)
-    } else if ns
+    // A joined mount namespace gets the full set-up too (as runc does); without any, the
+    // container's mounts would land in the caller's namespace and outlive the container, so
+    // rcrun refuses where runc would leave them behind.
+    let joins_mnt = ns
         .join
         .iter()
-        .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNS))
-    {
-        None
+        .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNS));
+    let rootfs = if ns.has_new(CloneFlags::CLONE_NEWNS) || joins_mnt {
+        Some(RootfsPlan::from_bundle(bundle, b.no_pivot, in_userns)?)
     } else {
         return Err(ContainerError::Invalid(
-            "the container needs a mount namespace (linux.namespaces has no \"mount\")".into(),
+            "the container needs a mount namespace (linux.namespaces has no \"mount\"): \
+             rcrun does not mount into the caller's namespace"
+                .into(),
         ));
     };
     let cgroups_path = linux

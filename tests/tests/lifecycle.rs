@@ -10,7 +10,9 @@ use e2e::*;
 
 /// A loop that ends on SIGTERM with status 42 (a pid-namespace init ignores signals it has no
 /// handler for, so plain `sleep` would not die of SIGTERM).
-const WAIT_FOR_TERM: &str = "trap 'exit 42' TERM; while true; do sleep 0.1; done";
+/// Sets the trap first, then says so: a SIGTERM before the trap would be ignored by pid 1.
+const WAIT_FOR_TERM: &str =
+    "trap 'exit 42' TERM; echo ready > /shared/ready; while true; do sleep 0.1; done";
 
 #[test]
 fn create_does_not_run_the_process_until_start() -> Result<()> {
@@ -225,7 +227,7 @@ fn kill_sends_sigterm_by_default() -> Result<()> {
     for signal in [None, Some("TERM"), Some("SIGTERM"), Some("15")] {
         let mut bundle = Bundle::new()?;
         let shared = bundle.share()?;
-        bundle.sh(&format!("echo ready > /shared/ready; {WAIT_FOR_TERM}"));
+        bundle.sh(WAIT_FOR_TERM);
         let rt = Runtime::new()?;
         let id = unique_id("kill");
         rt.start_detached(&bundle, &id)?;

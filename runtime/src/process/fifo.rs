@@ -58,15 +58,17 @@ pub fn create(path: &Path) -> Result<OwnedFd, FifoError> {
 }
 
 /// In the init: blocks until `start` opens the read side, then writes the byte that tells it
-/// the container started.
-pub fn wait_for_start(fifo: &OwnedFd) -> std::io::Result<()> {
+/// the container started. The returned write end must stay open until execve closes it
+/// (O_CLOEXEC): `start` waits for that end-of-file to know the process really runs.
+pub fn wait_for_start(fifo: &OwnedFd) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fifo));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)?;
-    f.write_all(b"0")
+    f.write_all(b"0")?;
+    Ok(f)
 }
 
 /// In `start`: releases the init. `alive` says whether the init still exists, so a dead
@@ -93,7 +95,7 @@ pub fn release(path: &Path, alive: impl Fn() -> bool) -> Result<(), FifoError> {
         if ready > 0 {
             let mut b = [0u8; 1];
             match f.read(&mut b) {
-                Ok(1) => break,
+                Ok(1) => return wait_for_exec(&mut f, path, alive),
                 // The writer opened and closed without the byte: it died.
                 Ok(_) => return Err(FifoError::InitGone),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -107,6 +109,44 @@ pub fn release(path: &Path, alive: impl Fn() -> bool) -> Result<(), FifoError> {
             return Err(FifoError::Timeout);
         }
     }
+}
+
+/// After the byte: the init runs startContainer hooks and then execs, which closes its end.
+/// Poststart hooks must wait for that (runtime-spec "Lifecycle" steps 8-9), as must a caller
+/// that expects the process to run once `start` returns.
+fn wait_for_exec(
+    f: &mut std::fs::File,
+    path: &Path,
+    alive: impl Fn() -> bool,
+) -> Result<(), FifoError> {
     let _ = std::fs::remove_file(path);
-    Ok(())
+    loop {
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                return Err(FifoError::Wait {
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                })
+            }
+        }
+        let mut b = [0u8; 16];
+        match f.read(&mut b) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // A dead init closes its end too; this only guards against a stuck poll.
+                if !alive() {
+                    return Ok(());
+                }
+            }
+            Err(source) => {
+                return Err(FifoError::Wait {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
 }

@@ -156,12 +156,16 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
     // - Without no_new_privs the kernel lets only a CAP_SYS_ADMIN process load a filter, and
     //   the capability changes below may drop it: load it here, as runc does. What rcrun
     //   still does afterwards (prctl, setgroups, setres[ug]id, capset, umask, stat/access of
-    //   the program, rt_sigaction, rt_sigprocmask, close_range, sendto/sendmsg on the sync
-    //   socket, the exec fifo, execve) is allowed by the usual profiles (Docker's and
-    //   containerd's defaults).
+    //   the program, sendto/sendmsg on the sync socket, the exec fifo, execve) is allowed by
+    //   the usual profiles (Docker's and containerd's defaults).
     // - With no_new_privs it waits until just before execve, after the exec fifo, except for
     //   a filter with NOTIFY rules: its fd goes to the listener through the parent, which
     //   is gone once create returns, so that one is loaded just before Ready (again as runc).
+    // Neither needs privileges, so both happen before any filter can deny them.
+    reset_signals()?;
+    // Everything above the preserved fds is closed by exec; the preserved ones are the
+    // caller's and already inheritable.
+    close_on_exec_from(3 + cfg.preserve_fds)?;
     if !cfg.no_new_privs {
         if let Some(plan) = &cfg.seccomp {
             load_seccomp(plan, &fds.sync)?;
@@ -176,23 +180,23 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(cfg.identity.umask));
     let program = find_program(&cfg.args[0], &cfg.env)?;
-    reset_signals()?;
-    // Everything above the preserved fds is closed by exec; the preserved ones are the
-    // caller's and already inheritable.
-    close_on_exec_from(3 + cfg.preserve_fds)?;
     if cfg.no_new_privs {
         if let Some(plan) = cfg.seccomp.as_ref().filter(|p| p.notifies()) {
             load_seccomp(plan, &fds.sync)?;
         }
     }
     fds.sync.send(&Message::Ready)?;
-    if let Some(fifo) = &fds.fifo {
-        fifo::wait_for_start(fifo).map_err(|source| ProcessError::Io {
-            action: "wait on",
-            path: PathBuf::from("exec.fifo"),
-            source,
-        })?;
-    }
+    // Held until execve closes it: that is how `start` learns the process runs.
+    let _started = match &fds.fifo {
+        Some(fifo) => Some(
+            fifo::wait_for_start(fifo).map_err(|source| ProcessError::Io {
+                action: "wait on",
+                path: PathBuf::from("exec.fifo"),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     if let Some(state) = hook_state {
         cfg.hooks
             .run(HookKind::StartContainer, &with_status(&state, "created"))?;
@@ -351,11 +355,24 @@ fn close_on_exec_from(first: i32) -> Result<(), ProcessError> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    if r < 0 {
-        return Err(ProcessError::Sys(
-            "mark fds close-on-exec",
-            nix::Error::last(),
-        ));
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 (ENOSYS), or a seccomp filter around rcrun itself (EPERM): mark
+    // them one by one, as runc does.
+    let entries = std::fs::read_dir("/proc/self/fd").map_err(|source| ProcessError::Io {
+        action: "list",
+        path: PathBuf::from("/proc/self/fd"),
+        source,
+    })?;
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first as i32)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the flags of an fd number; a number that was the
+        // read_dir's own (now closed) fd just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     Ok(())
 }

@@ -112,7 +112,10 @@ impl RootfsPlan {
     pub fn prepare(&self) -> Result<(), RootfsError> {
         let root = Path::new("/");
         // rslave by default: the host's mount events still reach us, ours never reach the host.
+        // An unbindable / would refuse the rootfs bind mount below (EINVAL); it is applied to
+        // the new root in finalize() instead.
         let flag = match self.propagation {
+            Some(p) if p.contains(MsFlags::MS_UNBINDABLE) => MsFlags::MS_SLAVE | MsFlags::MS_REC,
             Some(p) if !p.contains(MsFlags::MS_SHARED) => p | MsFlags::MS_REC,
             Some(p) => p,
             None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
