@@ -362,6 +362,7 @@ fn init_config(
             new_keyring: !b.no_new_keyring,
             hooks: HookSet::from_spec(spec.hooks().as_ref()).map_err(BundleError::from)?,
             bind_console: true,
+            late_cgroup: false,
             seccomp: crate::seccomp::plan_for(spec, &b.id, &bundle.dir, None)?,
             ns,
         },

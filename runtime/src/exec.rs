@@ -58,7 +58,8 @@ pub fn exec(
 ) -> Result<Started, ContainerError> {
     let dir = ContainerDir::open(root, id)?;
     let saved = dir.load()?;
-    match container::status(&dir.path, &saved) {
+    let status = container::status(&dir.path, &saved);
+    match status {
         Status::Created | Status::Running => {}
         Status::Paused if opts.ignore_paused => {}
         s => {
@@ -145,6 +146,7 @@ pub fn exec(
         new_keyring: false,
         hooks: HookSet::default(),
         bind_console: false,
+        late_cgroup: status == Status::Paused,
         seccomp: crate::seccomp::plan_for(
             &saved.config,
             id,

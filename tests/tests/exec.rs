@@ -185,3 +185,22 @@ fn cgroup_procs_file(pid: i32) -> Result<std::path::PathBuf> {
     }
     anyhow::bail!("no pids cgroup for {pid}: {text}")
 }
+
+#[test]
+fn exec_into_a_paused_container_needs_ignore_paused() -> Result<()> {
+    if !testing_rcrun() {
+        return Ok(());
+    }
+    let rt = Runtime::new()?;
+    let (id, _bundle) = running(&rt, "execbox")?;
+    rt.rcrun(&["pause", &id])?.ok()?;
+    let out = rt.rcrun(&["exec", &id, "true"])?;
+    assert!(!out.success(), "{out}");
+    assert!(out.error_line().contains("paused"), "{out}");
+    // With --ignore-paused the process is created; it runs once the container is resumed.
+    rt.rcrun(&["exec", "--detach", "--ignore-paused", &id, "true"])?
+        .ok()?;
+    rt.rcrun(&["resume", &id])?.ok()?;
+    assert_eq!(rt.status(&id)?, "running");
+    Ok(())
+}

@@ -53,7 +53,7 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
     close_inherited_fds(cfg, fds)?;
     // Before any namespace: cgroup files belong to the host, and the cgroup namespace must be
     // rooted at the container's own cgroup.
-    if !fds.in_cgroup {
+    if !fds.in_cgroup && !cfg.late_cgroup {
         cfg.cgroup.enter()?;
     }
     let joins = cfg.ns.open_joins()?;
@@ -186,6 +186,16 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
         }
     }
     fds.sync.send(&Message::Ready)?;
+    if cfg.late_cgroup {
+        match fds.sync.recv()? {
+            Some(Message::Go) => {}
+            other => {
+                return Err(ProcessError::Protocol(format!(
+                    "expected go, got {other:?}"
+                )))
+            }
+        }
+    }
     // Held until execve closes it: that is how `start` learns the process runs.
     let _started = match &fds.fifo {
         Some(fifo) => Some(

@@ -100,6 +100,9 @@ pub struct InitConfig {
     pub hooks: HookSet,
     /// Whether the pty becomes /dev/console (the container's init, not an exec).
     pub bind_console: bool,
+    /// Enter the cgroup only once set up (exec into a paused container: a frozen cgroup would
+    /// stop the set-up halfway, and the caller with it). The parent moves it, then says Go.
+    pub late_cgroup: bool,
     /// The compiled filter of linux.seccomp; the init loads it (see init.rs for where).
     pub seccomp: Option<SeccompPlan>,
 }
@@ -201,7 +204,12 @@ pub fn spawn(
     runtime_hooks: &mut dyn FnMut(Pid) -> Result<String, ProcessError>,
 ) -> Result<Pid, ProcessError> {
     let (parent, child) = Channel::pair()?;
-    let (forked, in_cgroup) = fork_into(cfg.cgroup.v2_dir_fd())?;
+    let target = if cfg.late_cgroup {
+        None
+    } else {
+        cfg.cgroup.v2_dir_fd()
+    };
+    let (forked, in_cgroup) = fork_into(target)?;
     match forked {
         ForkResult::Child => {
             drop(parent);
@@ -268,6 +276,10 @@ pub fn spawn(
                 .ok_or_else(|| ProcessError::Protocol("ready before init pid".into()))?;
             if init != stage1 {
                 waitpid(stage1, None).map_err(|e| ProcessError::Sys("reap stage one", e))?;
+            }
+            if cfg.late_cgroup {
+                cfg.cgroup.add_task(init)?;
+                parent.send(&Message::Go)?;
             }
             guard.armed = false;
             Ok(init)

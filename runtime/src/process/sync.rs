@@ -39,6 +39,8 @@ pub enum Message {
     SeccompDone,
     /// The init is set up and about to wait on the exec fifo (or to exec).
     Ready,
+    /// The parent moved the process into its (frozen) cgroup; it may exec when thawed.
+    Go,
     Error(String),
 }
 
@@ -53,6 +55,7 @@ impl Message {
             Message::SeccompFd => "seccomp-fd",
             Message::SeccompDone => "seccomp-done",
             Message::Ready => "ready",
+            Message::Go => "go",
             Message::Error(_) => "error",
         }
     }
