@@ -10,9 +10,14 @@ command -v apt-get >/dev/null || die "apt-get not found: this script supports De
 
 # containernetworking-plugins: rcri's CNI plugins (bridge, host-local, loopback, portmap) in
 # /usr/lib/cni; iptables: what portmap programs; protobuf-compiler: protoc for the k8s-cri
-# bindings rcri builds.
+# bindings rcri builds; docker-registry, apache2-utils (htpasswd), zstd, skopeo: the local registry the
+# image-pull tests run and push hack/mkimage.sh's test images to; containerd (with ctr and
+# containerd-shim-runc-v2) and podman (with conmon): the callers of rcrun that
+# tests/tests/containerd.rs and tests/tests/podman.rs run it under.
 packages=(libseccomp-dev pkg-config busybox-static jq iproute2 util-linux gcc
-    containernetworking-plugins iptables protobuf-compiler)
+    containernetworking-plugins iptables protobuf-compiler
+    docker-registry apache2-utils zstd
+    containerd podman conmon)
 
 missing=()
 for p in "${packages[@]}"; do

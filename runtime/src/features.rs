@@ -2,6 +2,10 @@
 //! features.md format. Each list is derived from the code that implements it.
 use serde_json::{json, Value};
 
+/// The newest runtime-spec version this runtime implements (`ociVersionMax`, and the `spec:`
+/// line of `rcrun --version`).
+pub const SPEC_VERSION: &str = "1.2.1";
+
 pub fn features() -> Value {
     let mut caps: Vec<String> = caps::runtime::thread_all_supported()
         .iter()
@@ -10,7 +14,7 @@ pub fn features() -> Value {
     caps.sort();
     json!({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.1",
+        "ociVersionMax": SPEC_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": crate::rootfs::KNOWN_OPTIONS,
         "linux": {

@@ -37,6 +37,8 @@ use tempfile::TempDir;
 
 pub use serde_json::{json, Value};
 
+pub mod cri;
+
 /// How long one runtime command may take before the harness kills it and fails the test.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a test waits for a container to reach a state (e.g. to exit).

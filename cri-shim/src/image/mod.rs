@@ -1,6 +1,6 @@
 //! Images: a content store of blobs by digest, layers unpacked into snapshot dirs, container
-//! rootfs = overlayfs of the snapshots + a per-container upper dir. Registry pulls are the
-//! images issue; until then images come from local OCI image layouts.
+//! rootfs = overlayfs of the snapshots + a per-container upper dir. Images come from registries
+//! (`pull`, over the OCI distribution API) or from local OCI image layouts.
 //!
 //! On disk, under the store root:
 //! - `blobs/sha256/<hex>` — manifests, configs and layer blobs, each verified against its digest
@@ -13,7 +13,7 @@
 //!
 //! Crash safety: anything named `.tmp-*` is unfinished work and is removed on open; a
 //! snapshot or blob exists under its final name only when it is complete.
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -24,9 +24,11 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 pub mod oci;
+pub mod pull;
 pub mod reference;
 pub mod unpack;
 
+pub use pull::{Auth, Mirror, PullError, RegistryConfig};
 pub use reference::{normalize, Reference, ReferenceError};
 use unpack::{HashingReader, UnpackError};
 
@@ -94,6 +96,47 @@ pub enum ImageError {
     TooManyLayers(String),
     #[error("store path {0} contains ',' or ':', which overlayfs options cannot hold")]
     UnmountablePath(PathBuf),
+    /// A registry pull that failed; the message names the image and says why. (The cause is
+    /// part of the message, not a `source`, so that error chains do not repeat it.)
+    #[error("pulling image {image}: {cause}")]
+    Pull {
+        image: String,
+        cause: Box<PullError>,
+    },
+}
+
+impl ImageError {
+    /// The gRPC status code a CRI handler should answer this error with.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ImageError::NotFound(_) => Code::NotFound,
+            ImageError::InvalidReference(_) | ImageError::InvalidContainerId(_) => {
+                Code::InvalidArgument
+            }
+            ImageError::InUse { .. } => Code::FailedPrecondition,
+            ImageError::NoMatchingPlatform { .. } => Code::NotFound,
+            // Content that is not what its digest promises, or not a readable layer.
+            ImageError::DigestMismatch { .. }
+            | ImageError::SizeMismatch { .. }
+            | ImageError::Unpack { .. } => Code::DataLoss,
+            ImageError::BadDocument { .. } | ImageError::UnsupportedDigest(_) => {
+                Code::FailedPrecondition
+            }
+            ImageError::Pull { cause, .. } => match cause.as_ref() {
+                PullError::NotFound { .. } => Code::NotFound,
+                PullError::Unauthorized { .. } => Code::Unauthenticated,
+                PullError::Unreachable { .. } => Code::Unavailable,
+                PullError::Timeout { .. } => Code::DeadlineExceeded,
+                PullError::Registry { .. } => Code::Unavailable,
+                PullError::Truncated { .. } => Code::DataLoss,
+                PullError::BadAuth(_) | PullError::BadConfig(_) => Code::InvalidArgument,
+                PullError::Internal(_) => Code::Internal,
+                PullError::Store(e) => e.grpc_code(),
+            },
+            _ => Code::Internal,
+        }
+    }
 }
 
 type Result<T, E = ImageError> = std::result::Result<T, E>;
@@ -179,6 +222,12 @@ pub struct ImageStore {
     /// Imports hold it shared, garbage collection exclusively: a snapshot or blob that an
     /// import has just written but not yet recorded must not be collected.
     gc_lock: RwLock<()>,
+    /// Blobs and snapshots (by hex) that running pulls use, with a count per pull: garbage
+    /// collection leaves them alone. (Pulls are async and cannot hold `gc_lock`.)
+    pins: Mutex<HashMap<String, usize>>,
+    /// Pulls of one reference run one at a time, and so do downloads of one blob.
+    pull_locks: pull::KeyedLocks,
+    blob_locks: pull::KeyedLocks,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -254,6 +303,9 @@ impl ImageStore {
             root: root.to_path_buf(),
             images: Mutex::new(BTreeMap::new()),
             gc_lock: RwLock::new(()),
+            pins: Mutex::new(HashMap::new()),
+            pull_locks: pull::KeyedLocks::default(),
+            blob_locks: pull::KeyedLocks::default(),
         };
         for d in [
             store.blob_dir(),
@@ -495,29 +547,16 @@ impl ImageStore {
                 size: u64::try_from(l.size).unwrap_or(0),
             });
         }
-        let rc = config.config.unwrap_or_default();
         let size = layers.iter().map(|l| l.size).sum::<u64>()
             + u64::try_from(manifest.config.size).unwrap_or(0)
             + u64::try_from(desc.size).unwrap_or(0);
-        Ok(Image {
-            id: manifest.config.digest.clone(),
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            size,
-            config: ImageConfig {
-                entrypoint: rc.entrypoint.unwrap_or_default(),
-                cmd: rc.cmd.unwrap_or_default(),
-                env: rc.env.unwrap_or_default(),
-                working_dir: rc.working_dir.unwrap_or_default(),
-                user: rc.user.unwrap_or_default(),
-                stop_signal: rc.stop_signal.unwrap_or_default(),
-                labels: rc.labels.unwrap_or_default(),
-                exposed_ports: rc.exposed_ports.unwrap_or_default().into_keys().collect(),
-                volumes: rc.volumes.unwrap_or_default().into_keys().collect(),
-            },
-            manifest_digest: desc.digest.clone(),
+        Ok(image_from_config(
+            manifest.config.digest.clone(),
+            config.config.unwrap_or_default(),
+            desc.digest.clone(),
             layers,
-        })
+            size,
+        ))
     }
 
     /// Copies a small document (manifest, config) into the store and returns its bytes.
@@ -733,27 +772,10 @@ impl ImageStore {
     }
 
     fn collect_garbage_locked(&self) -> Result<()> {
-        let (blobs, snaps) = {
-            let map = self.lock();
-            let mut blobs = HashSet::new();
-            let mut snaps = HashSet::new();
-            for img in map.values() {
-                for d in [&img.id, &img.manifest_digest] {
-                    if let Ok(h) = digest_hex(d) {
-                        blobs.insert(h.to_string());
-                    }
-                }
-                for l in &img.layers {
-                    if let Ok(h) = digest_hex(&l.digest) {
-                        blobs.insert(h.to_string());
-                    }
-                    if let Ok(h) = digest_hex(&l.diff_id) {
-                        snaps.insert(h.to_string());
-                    }
-                }
-            }
-            (blobs, snaps)
-        };
+        // Held until the end: a pull pins what it is about to use (and checks whether it
+        // exists) only between collections, never during one.
+        let pins = self.pins();
+        let (blobs, snaps) = self.referenced();
         // Index blobs of multi-platform images are referenced as manifest_digest; the
         // platform manifest they point at is kept through its image's layers being kept,
         // but its own blob is not listed: keep blobs that are manifests of kept images'
@@ -763,7 +785,10 @@ impl ImageStore {
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if keep.contains(&name) || kept_manifests.contains(&name) {
+                if keep.contains(&name)
+                    || kept_manifests.contains(&name)
+                    || pins.contains_key(&name)
+                {
                     continue;
                 }
                 let p = e.path();
@@ -778,6 +803,46 @@ impl ImageStore {
             }
         }
         Ok(())
+    }
+
+    /// Hexes of every blob and snapshot that a recorded image uses (blobs and snapshots in
+    /// one set: a failed pull keeps whatever is in it).
+    fn referenced_content(&self) -> HashSet<String> {
+        let (blobs, snaps) = self.referenced();
+        let kept = self.manifests_referenced_by(&blobs);
+        blobs.into_iter().chain(snaps).chain(kept).collect()
+    }
+
+    /// (blob hexes, snapshot hexes) the recorded images reference directly.
+    fn referenced(&self) -> (HashSet<String>, HashSet<String>) {
+        {
+            let map = self.lock();
+            let mut blobs = HashSet::new();
+            let mut snaps = HashSet::new();
+            for img in map.values() {
+                // One image (config) may have come through several manifests (an OCI and a
+                // Docker one, an index): each repo digest names one that is kept.
+                let repo = img.repo_digests.iter().filter_map(|d| d.rsplit_once('@'));
+                for d in [&img.id, &img.manifest_digest]
+                    .into_iter()
+                    .map(String::as_str)
+                    .chain(repo.map(|(_, d)| d))
+                {
+                    if let Ok(h) = digest_hex(d) {
+                        blobs.insert(h.to_string());
+                    }
+                }
+                for l in &img.layers {
+                    if let Ok(h) = digest_hex(&l.digest) {
+                        blobs.insert(h.to_string());
+                    }
+                    if let Ok(h) = digest_hex(&l.diff_id) {
+                        snaps.insert(h.to_string());
+                    }
+                }
+            }
+            (blobs, snaps)
+        }
     }
 
     /// Digests (hex) of the manifests listed in the kept blobs that are indexes.
@@ -934,6 +999,35 @@ impl ImageStore {
         let mut containers = FsUsage::default();
         du(&self.container_dir(), &mut seen, &mut containers);
         Ok((images, containers))
+    }
+}
+
+/// An image record (untagged) from its config's run settings.
+fn image_from_config(
+    id: String,
+    rc: oci::RunConfig,
+    manifest_digest: String,
+    layers: Vec<Layer>,
+    size: u64,
+) -> Image {
+    Image {
+        id,
+        repo_tags: Vec::new(),
+        repo_digests: Vec::new(),
+        size,
+        config: ImageConfig {
+            entrypoint: rc.entrypoint.unwrap_or_default(),
+            cmd: rc.cmd.unwrap_or_default(),
+            env: rc.env.unwrap_or_default(),
+            working_dir: rc.working_dir.unwrap_or_default(),
+            user: rc.user.unwrap_or_default(),
+            stop_signal: rc.stop_signal.unwrap_or_default(),
+            labels: rc.labels.unwrap_or_default(),
+            exposed_ports: rc.exposed_ports.unwrap_or_default().into_keys().collect(),
+            volumes: rc.volumes.unwrap_or_default().into_keys().collect(),
+        },
+        manifest_digest,
+        layers,
     }
 }
 

@@ -17,16 +17,22 @@ mod state;
 mod update;
 
 use crate::logging;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "rcrun",
-    version,
-    about = "a low-level OCI container runtime, drop-in for runc"
+    about = "a low-level OCI container runtime, drop-in for runc",
+    // runc's `-v, --version`, printing what `version_text` says (set in `main`; this one is
+    // for `Cli::command()` alone).
+    version = env!("CARGO_PKG_VERSION"),
+    disable_version_flag = true
 )]
 pub struct Cli {
+    /// Print the version
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     /// Root directory for container state
     #[arg(long, global = true, default_value = crate::state::DEFAULT_ROOT)]
     pub root: PathBuf,
@@ -144,6 +150,12 @@ pub enum Command {
     Checkpoint(Unimplemented),
     /// Restore a container (not supported)
     Restore(Unimplemented),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(hide = true)]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,13 +184,41 @@ impl Command {
             Command::Features => "features",
             Command::Checkpoint(_) => "checkpoint",
             Command::Restore(_) => "restore",
+            Command::Completion { .. } => "completion",
         }
     }
 }
 
+/// What `rcrun --version` prints after "rcrun ", in runc's shape (`runc version 1.1.5`,
+/// `commit: …`, `spec: …`, `go: …`, `libseccomp: …`): tools such as docker's `info` read the
+/// first two lines.
+pub fn version_text() -> String {
+    let libseccomp = libseccomp::ScmpVersion::current()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| String::from("unknown"));
+    format!(
+        "version {}\ncommit: {}\nspec: {}\nrust: {}\nlibseccomp: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("RCRUN_COMMIT"),
+        crate::features::SPEC_VERSION,
+        env!("RCRUN_RUSTC_VERSION"),
+        libseccomp
+    )
+}
+
+/// The clap command with the version text filled in.
+fn command() -> clap::Command {
+    // clap wants a 'static str here; the process prints it at most once, so leaking is fine.
+    let version: &'static str = Box::leak(version_text().into_boxed_str());
+    Cli::command().version(version)
+}
+
 /// Runs rcrun with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let format = match logging::parse_format(&cli.log_format) {
         Ok(f) => f,
         Err(e) => {
@@ -228,6 +268,17 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Resume { id } => resume::run(root, id).map(|()| 0),
         Command::Update(a) => update::run(root, a).map(|()| 0),
         Command::Events(a) => events::run(root, a).map(|()| 0),
+        Command::Completion { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails (e.g. a closed
+            // pipe), a plain write reports it.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command(), "rcrun", &mut script);
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(|e| anyhow::anyhow!("failed to write the completion script: {e}"))?;
+            Ok(0)
+        }
         Command::Features => {
             println!(
                 "{}",

@@ -1,0 +1,446 @@
+//! rcrun as podman's OCI runtime (`podman --runtime <rcrun>`), with Debian's podman and conmon.
+//!
+//! Every test gets a podman of its own: storage (`--root`, `--runroot`), libpod's tmp dir, network
+//! config dir and volume path in a temp dir, `--cgroup-manager cgroupfs`, `--events-backend file`,
+//! and every podman command run inside a private mount and network namespace held by a `sleep`
+//! the test starts (`unshare -m -n`), where /run, /dev/shm and /var/tmp are tmpfs (podman's lock
+//! shm, rcrun's default state dir /run/rcrun, conmon's sockets) and /var/lib is an overlay whose
+//! upper dir is in the temp dir (podman writes its blob info cache to /var/lib/containers).
+//! Containers run with `--network none` and `--cgroup-parent /<unique>`.
+//!
+//! On drop: every container is removed with podman, then conmon and anything still in the
+//! test's cgroups is killed by pid, the holder is killed (the namespaces and their mounts die
+//! with it), the cgroups are removed and the temp dir deleted.
+//!
+//! Skips (with a message) only when podman or conmon are not installed (hack/setup.sh
+//! installs them).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use e2e::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// The image hack/mkimage.sh tags in its OCI layout.
+const IMAGE: &str = "docker.io/library/busybox:latest";
+/// How long one podman command may take.
+const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether the tools exist; prints why the test skips when not.
+fn available(test: &str) -> bool {
+    let missing: Vec<&str> = ["podman", "conmon"]
+        .into_iter()
+        .filter(|p| !on_path(p))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!(
+        "SKIP {test}: {} not installed (hack/setup.sh installs Debian's podman)",
+        missing.join(", ")
+    );
+    false
+}
+
+struct Podman {
+    dir: TempDir,
+    /// The `sleep` holding the private namespaces.
+    holder: Option<Child>,
+    /// The cgroup parent of the test's containers (absolute, unique).
+    parent: String,
+}
+
+impl Podman {
+    fn start() -> Result<Podman> {
+        let dir = temp_dir("podman")?;
+        for sub in ["varlib/upper", "varlib/work"] {
+            fs::create_dir_all(dir.path().join(sub))
+                .with_context(|| format!("failed to create {sub}"))?;
+        }
+        let script = "set -e
+            mount -t tmpfs -o mode=0755 tmpfs /run
+            mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+            mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+            mount -t overlay overlay \
+                -o lowerdir=/var/lib,upperdir=\"$1/varlib/upper\",workdir=\"$1/varlib/work\" /var/lib
+            ip link set lo up
+            exec sleep infinity";
+        let log = fs::File::create(dir.path().join("holder.log"))
+            .context("failed to create holder.log")?;
+        let holder = Command::new("unshare")
+            .args(["--mount", "--net", "--propagation", "private", "--"])
+            .args(["sh", "-c", script, "sh"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("failed to dup the log fd")?)
+            .stderr(log)
+            .spawn()
+            .context("failed to run unshare")?;
+        let mut pm = Podman {
+            parent: format!("/{}", unique_id("rcrun-e2e-podman")),
+            dir,
+            holder: Some(holder),
+        };
+        pm.wait_ready()?;
+        pm.load_image()?;
+        Ok(pm)
+    }
+
+    fn pid(&self) -> i32 {
+        self.holder.as_ref().map_or(-1, |c| c.id() as i32)
+    }
+
+    /// Until the holder's shell has made its mounts and become `sleep`.
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = self.holder.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.holder = None;
+                    let log =
+                        fs::read_to_string(self.dir.path().join("holder.log")).unwrap_or_default();
+                    bail!("the namespace holder exited with {status}: {log}");
+                }
+            }
+            let comm = fs::read_to_string(format!("/proc/{}/comm", self.pid())).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the namespace holder did not come up in 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn load_image(&self) -> Result<()> {
+        let layout = image()?.join("oci");
+        let tar = self.dir.path().join("busybox-oci.tar");
+        host(
+            "tar",
+            &[
+                "-C",
+                &layout.to_string_lossy(),
+                "-cf",
+                &tar.to_string_lossy(),
+                ".",
+            ],
+        )?;
+        self.podman_ok(&["load", "-i", &tar.to_string_lossy()])?;
+        let images = self.podman_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?;
+        if !images.stdout.lines().any(|l| l == IMAGE) {
+            bail!("{IMAGE} not loaded: {images}");
+        }
+        Ok(())
+    }
+
+    /// `podman <isolated globals> ARGS` inside the private namespaces.
+    fn podman(&self, args: &[&str]) -> Result<Output> {
+        let d = self.dir.path();
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid().to_string(), "-m", "-n", "--", "podman"])
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .arg("--network-config-dir")
+            .arg(d.join("net"))
+            .arg("--volumepath")
+            .arg(d.join("volumes"))
+            .args(["--storage-driver", "overlay"])
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .arg("--runtime")
+            .arg(rcrun_bin())
+            .args(args);
+        run_command(&mut cmd, PODMAN_TIMEOUT)
+    }
+
+    fn podman_ok(&self, args: &[&str]) -> Result<Output> {
+        let out = self.podman(args)?;
+        if !out.success() {
+            bail!("{out}");
+        }
+        Ok(out)
+    }
+
+    /// `podman run` with the flags every test container gets.
+    fn run(&self, flags: &[&str], args: &[&str]) -> Result<Output> {
+        let mut all = vec![
+            "run",
+            "--network",
+            "none",
+            "--cgroup-parent",
+            &self.parent,
+            // podman raises RLIMIT_NOFILE and RLIMIT_NPROC to 1048576 by default, which needs
+            // CAP_SYS_RESOURCE; where that is missing (some CI sandboxes) runc and crun fail
+            // exactly as rcrun does. Limits we may set anyway keep the test about the runtime.
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+        ];
+        all.extend_from_slice(flags);
+        all.push(IMAGE);
+        all.extend_from_slice(args);
+        self.podman(&all)
+    }
+
+    fn inspect(&self, name: &str, format: &str) -> Result<String> {
+        Ok(self
+            .podman_ok(&["inspect", "--format", format, name])?
+            .stdout
+            .trim()
+            .to_string())
+    }
+
+    /// The container's cgroup dir on the host in the hierarchy holding `controller`.
+    fn cgroup_dir(&self, controller: &str, full_id: &str) -> Result<PathBuf> {
+        let h = hierarchies()?
+            .into_iter()
+            .find(|h| h.has(controller))
+            .ok_or_else(|| anyhow!("no {controller} cgroup hierarchy"))?;
+        Ok(h.dir(&format!("{}/libpod-{full_id}", self.parent)))
+    }
+
+    /// Whether rcrun still has a state dir for the container (`/run/rcrun/<id>` in the
+    /// namespace: podman runs the runtime without --root).
+    fn runtime_state_exists(&self, full_id: &str) -> bool {
+        Path::new(&format!("/proc/{}/root/run/rcrun/{full_id}", self.pid())).exists()
+    }
+
+    fn cgroup_roots(&self) -> Vec<PathBuf> {
+        hierarchies()
+            .unwrap_or_default()
+            .iter()
+            .map(|h| h.dir(&self.parent))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.holder.is_some() {
+            let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        }
+        // conmon and podman's cleanup processes name the temp dir; containers are in our
+        // cgroups.
+        let mut left = processes_mentioning(&self.dir.path().to_string_lossy());
+        for root in self.cgroup_roots() {
+            collect_procs(&root, &mut left);
+        }
+        left.sort_unstable();
+        left.dedup();
+        for &pid in &left {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(mut holder) = self.holder.take() {
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
+        let _ = wait_for("leftover processes to die", WAIT_TIMEOUT, || {
+            Ok(left.iter().all(|&p| !pid_alive(p)))
+        });
+        let mut cgroups_left = Vec::new();
+        for root in self.cgroup_roots() {
+            remove_cgroup_tree(&root);
+            if root.exists() {
+                cgroups_left.push(root);
+            }
+        }
+        if !left.is_empty() || !cgroups_left.is_empty() {
+            bail!("left behind: processes {left:?} (killed), cgroups {cgroups_left:?}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            eprintln!("podman test cleanup: {e:#}");
+        }
+    }
+}
+
+fn collect_procs(dir: &Path, pids: &mut Vec<i32>) {
+    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_procs(&entry.path(), pids);
+        }
+    }
+}
+
+/// rmdir of a cgroup and its children, deepest first (only empty cgroups can go).
+fn remove_cgroup_tree(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+fn read_trimmed(path: &Path) -> Result<String> {
+    Ok(fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+/// `podman run --rm`: output, exit code and cgroup of the container, with and without a
+/// terminal; a command that cannot start fails the run.
+#[test]
+fn run_rm() -> Result<()> {
+    if !available("run_rm") {
+        return Ok(());
+    }
+    let mut pm = Podman::start()?;
+
+    let out = pm.run(
+        &["--rm"],
+        &[
+            "sh",
+            "-c",
+            "echo hello as pid $$; grep ':pids:' /proc/self/cgroup; exit 3",
+        ],
+    )?;
+    assert_eq!(out.code(), 3, "{out}");
+    assert!(out.stdout.contains("hello as pid 1"), "{out}");
+    assert!(
+        out.stdout.contains(&format!(":pids:{}/libpod-", pm.parent)),
+        "not in the cgroup parent {}: {out}",
+        pm.parent
+    );
+
+    let out = pm.run(&["--rm", "-t"], &["sh", "-c", "tty; exit 0"])?;
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("/dev/pts/0"), "{out}");
+
+    // podman's exit code for a command that cannot be run is 126 or 127, as with runc.
+    let out = pm.run(&["--rm"], &["/no/such/binary"])?;
+    assert!(
+        out.code() == 127 || out.code() == 126,
+        "expected 126/127: {out}"
+    );
+    assert!(out.stderr.contains("/no/such/binary"), "{out}");
+
+    let all = pm.podman_ok(&["ps", "--all", "--quiet"])?;
+    assert_eq!(all.stdout.trim(), "", "containers left after run --rm");
+    pm.shutdown()
+}
+
+/// run -d, exec (exit code, user, cwd, terminal), pause/unpause, stop (SIGTERM handled; SIGKILL
+/// after the timeout), rm; checked inside the container and on the host.
+#[test]
+fn exec_pause_stop_rm() -> Result<()> {
+    if !available("exec_pause_stop_rm") {
+        return Ok(());
+    }
+    let mut pm = Podman::start()?;
+    let out = pm.run(
+        &["-d", "--name", "c1"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; i=0; while :; do i=$((i+1)); echo $i > /tmp/m; mv /tmp/m /tmp/n; sleep 0.02; done",
+        ],
+    )?;
+    assert!(out.success(), "{out}");
+    let full_id = out.stdout.trim().to_string();
+    assert_eq!(pm.inspect("c1", "{{.State.Status}}")?, "running");
+    let pid: i32 = pm.inspect("c1", "{{.State.Pid}}")?.parse()?;
+    let procs = pm.cgroup_dir("pids", &full_id)?.join("cgroup.procs");
+    assert!(
+        read_trimmed(&procs)?.lines().any(|l| l == pid.to_string()),
+        "init {pid} not in {}",
+        procs.display()
+    );
+
+    let out = pm.podman(&[
+        "exec",
+        "c1",
+        "sh",
+        "-c",
+        "echo exec as $(id -u) in $(readlink /proc/1/exe); exit 4",
+    ])?;
+    assert_eq!(out.code(), 4, "{out}");
+    assert!(out.stdout.contains("exec as 0 in /bin/busybox"), "{out}");
+    let out = pm.podman_ok(&[
+        "exec", "-u", "1000", "-w", "/tmp", "c1", "sh", "-c", "id; pwd",
+    ])?;
+    assert!(
+        out.stdout.contains("uid=1000(user) gid=1000(user)"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("/tmp"), "{out}");
+    let out = pm.podman_ok(&["exec", "-t", "c1", "tty"])?;
+    assert!(out.stdout.contains("/dev/pts/"), "{out}");
+
+    // pause/unpause: the freezer on the host, and the counter inside stops and goes on.
+    let counter = PathBuf::from(format!("/proc/{pid}/root/tmp/n"));
+    let count = || -> Result<u64> {
+        read_trimmed(&counter)?
+            .parse()
+            .with_context(|| format!("bad counter in {}", counter.display()))
+    };
+    wait_for("the counter", WAIT_TIMEOUT, || {
+        Ok(count().is_ok_and(|n| n > 0))
+    })?;
+    pm.podman_ok(&["pause", "c1"])?;
+    assert_eq!(pm.inspect("c1", "{{.State.Status}}")?, "paused");
+    let freezer = pm.cgroup_dir("freezer", &full_id)?.join("freezer.state");
+    assert_eq!(read_trimmed(&freezer)?, "FROZEN");
+    let frozen = count()?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count()?, frozen, "the counter moved while paused");
+    pm.podman_ok(&["unpause", "c1"])?;
+    assert_eq!(pm.inspect("c1", "{{.State.Status}}")?, "running");
+    assert_eq!(read_trimmed(&freezer)?, "THAWED");
+    wait_for("the counter to move on", WAIT_TIMEOUT, || {
+        Ok(count()? > frozen)
+    })?;
+
+    // stop: SIGTERM reaches init's trap, well within the timeout.
+    let started = Instant::now();
+    pm.podman_ok(&["stop", "--time", "20", "c1"])?;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stop waited for the timeout: SIGTERM did not arrive"
+    );
+    assert_eq!(pm.inspect("c1", "{{.State.Status}}")?, "exited");
+    assert_eq!(pm.inspect("c1", "{{.State.ExitCode}}")?, "42");
+    assert!(!pid_alive(pid), "init {pid} alive after stop");
+
+    pm.podman_ok(&["rm", "c1"])?;
+    let all = pm.podman_ok(&["ps", "--all", "--quiet"])?;
+    assert_eq!(all.stdout.trim(), "", "c1 left after rm");
+    assert!(
+        !pm.runtime_state_exists(&full_id),
+        "rcrun's state dir left after rm"
+    );
+    let dir = pm.cgroup_dir("pids", &full_id)?;
+    assert!(!dir.exists(), "cgroup {} left after rm", dir.display());
+
+    // An init that ignores SIGTERM (pid 1 without a handler) is killed after --time.
+    let out = pm.run(&["-d", "--name", "c2"], &["sleep", "1000"])?;
+    assert!(out.success(), "{out}");
+    pm.podman_ok(&["stop", "--time", "1", "c2"])?;
+    assert_eq!(pm.inspect("c2", "{{.State.ExitCode}}")?, "137");
+    pm.podman_ok(&["rm", "c2"])?;
+
+    pm.shutdown()
+}
