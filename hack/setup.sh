@@ -16,7 +16,7 @@ command -v apt-get >/dev/null || die "apt-get not found: this script supports De
 # tests/tests/containerd.rs and tests/tests/podman.rs run it under.
 packages=(libseccomp-dev pkg-config busybox-static jq iproute2 util-linux gcc
     containernetworking-plugins iptables protobuf-compiler
-    docker-registry apache2-utils zstd
+    docker-registry apache2-utils zstd skopeo
     containerd podman conmon)
 
 missing=()
