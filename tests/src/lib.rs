@@ -39,6 +39,16 @@ pub use serde_json::{json, Value};
 
 pub mod cri;
 
+/// Timeouts stretched for where code runs slowly: inside hack/vmtest.sh's VM (software
+/// emulation, about 12x slower than the host) they are 10x longer.
+pub fn scaled(timeout: Duration) -> Duration {
+    if std::env::var_os("RCRUN_VM").is_some() {
+        timeout * 10
+    } else {
+        timeout
+    }
+}
+
 /// How long one runtime command may take before the harness kills it and fails the test.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a test waits for a container to reach a state (e.g. to exit).
@@ -190,6 +200,7 @@ fn describe(cmd: &Command) -> String {
 /// to anonymous files, not pipes: a container started by the command inherits them and may keep
 /// them open long after the command returned.
 pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let timeout = scaled(timeout);
     let command = describe(cmd);
     let mut out = tempfile::tempfile().context("failed to create a temp file")?;
     let mut err = tempfile::tempfile().context("failed to create a temp file")?;
@@ -241,7 +252,7 @@ pub fn wait_for(
     timeout: Duration,
     mut cond: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     loop {
         if cond()? {
             return Ok(());
