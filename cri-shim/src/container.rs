@@ -686,7 +686,10 @@ fn process_args(
 
 // seccomp_profile_path is deprecated in CRI but older kubelets still send it.
 #[allow(deprecated)]
-fn seccomp(sc: &LinuxContainerSecurityContext) -> Result<Option<Value>, ContainerError> {
+fn seccomp(
+    sc: &LinuxContainerSecurityContext,
+    caps: &[String],
+) -> Result<Option<Value>, ContainerError> {
     let (kind, localhost) = match &sc.seccomp {
         Some(p) => (
             ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault),
@@ -706,10 +709,13 @@ fn seccomp(sc: &LinuxContainerSecurityContext) -> Result<Option<Value>, Containe
     }
     match kind {
         ProfileType::Unconfined => Ok(None),
-        // TODO(seccomp): RuntimeDefault should be an allow-list profile like containers/common's
-        // default with defaultErrnoRet ENOSYS; until rcrun's seccomp support lands and that profile
-        // is written, it means no filter (as kubelet's Unconfined).
-        ProfileType::RuntimeDefault => Ok(None),
+        // The allow-list profile of containerd/CRI-O, gated on the container's capabilities.
+        ProfileType::RuntimeDefault => {
+            let profile = crate::seccomp_default::runtime_default(caps);
+            let value = serde_json::to_value(&profile)
+                .map_err(|e| invalid(format!("cannot encode the default seccomp profile: {e}")))?;
+            Ok(Some(value))
+        }
         ProfileType::Localhost => {
             if !localhost.starts_with('/') {
                 return Err(invalid(format!(
@@ -936,7 +942,7 @@ fn build_spec(
             json!(sc.readonly_paths)
         };
     }
-    if let Some(profile) = seccomp(&sc)? {
+    if let Some(profile) = seccomp(&sc, &caps)? {
         linux["seccomp"] = profile;
     }
     let mut spec = json!({
@@ -1574,5 +1580,58 @@ mod tests {
         // /dev/null is 1:3 everywhere.
         let meta = fs::metadata("/dev/null").unwrap();
         assert_eq!(device_numbers(meta.rdev()), (1, 3));
+    }
+
+    #[test]
+    fn seccomp_profile_kinds() {
+        use k8s_cri::v1::SecurityProfile;
+        let with = |profile_type: ProfileType| LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: profile_type as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        };
+        let caps = capabilities(&LinuxContainerSecurityContext::default()).unwrap();
+        // RuntimeDefault: the allow-list profile, ENOSYS by default, mount refused.
+        let p = seccomp(&with(ProfileType::RuntimeDefault), &caps)
+            .unwrap()
+            .expect("a profile");
+        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(p["defaultErrnoRet"], 38);
+        let rule_of = |p: &Value, name: &str| {
+            p["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| {
+                    r.get("args").is_none() && r["names"].as_array().unwrap().contains(&json!(name))
+                })
+                .map(|r| r["action"].clone())
+        };
+        assert_eq!(rule_of(&p, "mount"), Some(json!("SCMP_ACT_ERRNO")));
+        // With CAP_SYS_ADMIN in the container's set, mount is allowed.
+        let admin = capabilities(&sc_with(&["SYS_ADMIN"], &[])).unwrap();
+        let p = seccomp(&with(ProfileType::RuntimeDefault), &admin)
+            .unwrap()
+            .expect("a profile");
+        assert_eq!(rule_of(&p, "mount"), Some(json!("SCMP_ACT_ALLOW")));
+        // The deprecated path form means the same.
+        #[allow(deprecated)]
+        let old = LinuxContainerSecurityContext {
+            seccomp_profile_path: "runtime/default".into(),
+            ..Default::default()
+        };
+        assert!(seccomp(&old, &caps).unwrap().is_some());
+        // Unconfined, unset, and privileged: no filter.
+        assert!(seccomp(&with(ProfileType::Unconfined), &caps)
+            .unwrap()
+            .is_none());
+        assert!(seccomp(&LinuxContainerSecurityContext::default(), &caps)
+            .unwrap()
+            .is_none());
+        let mut privileged = with(ProfileType::RuntimeDefault);
+        privileged.privileged = true;
+        assert!(seccomp(&privileged, &caps).unwrap().is_none());
     }
 }

@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod netns;
 pub mod runtime_client;
 pub mod sandbox;
+pub mod seccomp_default;
 pub mod server;
 pub mod store;
 

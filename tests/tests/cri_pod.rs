@@ -460,3 +460,75 @@ fn security_context_user_capabilities_readonly_rootfs_and_shared_pid() -> Result
     assert_eq!(sh("cat /proc/kcore | wc -c")?.1, "0");
     Ok(())
 }
+
+#[test]
+fn seccomp_runtime_default_filters_and_unconfined_does_not() -> Result<()> {
+    let rcri = Rcri::start()?;
+    let pod = pod_config("seccomp", true, &rcri.log_dir());
+    let pod_id = rcri
+        .run_pod(&pod)
+        .map_err(|s| anyhow!("RunPodSandbox: {s:?}\n{}", rcri.server_log()))?;
+    let with_profile = |name: &str, args: &[&str], kind: cri::security_profile::ProfileType| {
+        let mut c = container_config(name, args);
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: kind as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..Default::default()
+            }),
+            resources: None,
+        });
+        c
+    };
+    use cri::security_profile::ProfileType;
+
+    // The container's own process runs under the filter: a pipeline, ls, cat work; creating a
+    // mount namespace does not.
+    let script = "set -e; grep -q 'Seccomp:.2' /proc/self/status; ls / | grep -q bin; \
+                  cat /etc/hostname >/dev/null; if unshare -m true; then exit 9; fi; echo ok";
+    let one_shot = with_profile(
+        "oneshot",
+        &["sh", "-c", script],
+        ProfileType::RuntimeDefault,
+    );
+    let id = rcri.run_container(&pod_id, &one_shot, &pod)?;
+    let status = rcri.wait_exited(&id, EXIT_TIMEOUT)?;
+    let log = fs::read_to_string(rcri.log_dir().join("oneshot.log")).unwrap_or_default();
+    assert_eq!(status.exit_code, 0, "{status:?}\n{log}");
+    assert!(log.contains("stdout F ok"), "{log}");
+
+    let confined = with_profile("confined", &["sleep", "1000"], ProfileType::RuntimeDefault);
+    let id = rcri
+        .run_container(&pod_id, &confined, &pod)
+        .map_err(|e| anyhow!("{e:?}\n{}", rcri.server_log()))?;
+    let sh = |id: &str, script: &str| -> Result<(i32, String, String)> {
+        let out = rcri
+            .exec_sync(id, &["sh", "-c", script], 10)
+            .map_err(|s| anyhow!("ExecSync {script:?}: {s:?}"))?;
+        Ok((
+            out.exit_code,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    };
+    assert_eq!(sh(&id, "grep Seccomp: /proc/self/status")?.1, "Seccomp:\t2");
+    let (code, out, err) = sh(
+        &id,
+        "ls / | sort | head -n 1; cat /etc/hostname; sleep 0.1; echo done",
+    )?;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.ends_with("done"), "{out}\n{err}");
+    let (code, out, err) = sh(&id, "unshare -m true")?;
+    assert_ne!(code, 0, "unshare succeeded under RuntimeDefault: {out}");
+    assert!(
+        err.contains("Operation not permitted") || err.contains("Function not implemented"),
+        "{err}"
+    );
+
+    let free = with_profile("free", &["sleep", "1000"], ProfileType::Unconfined);
+    let id = rcri.run_container(&pod_id, &free, &pod)?;
+    assert_eq!(sh(&id, "grep Seccomp: /proc/self/status")?.1, "Seccomp:\t0");
+    Ok(())
+}
