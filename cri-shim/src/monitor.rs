@@ -171,7 +171,11 @@ pub async fn spawn(rcri_exe: &Path, args: &MonitorArgs) -> Result<Spawned, Monit
     argv.sync_fd = 3;
     // The stand-alone monitor binary when it is installed beside rcri: it is much smaller.
     let small = rcri_exe.with_file_name("rcri-monitor");
-    let exe = if small.is_file() { small.as_path() } else { rcri_exe };
+    let exe = if small.is_file() {
+        small.as_path()
+    } else {
+        rcri_exe
+    };
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(argv.to_argv())
         .stdin(Stdio::null())
