@@ -117,7 +117,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long ExecSync waits for the exec'd process's output pipes after it exited (a background
 /// child may hold them open forever).
-const EXEC_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+const EXEC_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// ExecSync keeps at most this much of each stream (kubelet caps probe output far lower).
 const EXEC_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -1428,6 +1428,17 @@ async fn run_exec(
         child.wait().await
     }
     .map_err(io_err("wait for the runtime's exec"))?;
+    // The runtime normally returns only once the process is gone; if it failed while the
+    // process still ran (its own error is in stderr), the process must not outlive the call.
+    if let Some(pid) = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        if nix::sys::signal::kill(pid, None).is_ok() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
     let stdout = tokio::time::timeout(EXEC_DRAIN_TIMEOUT, stdout_task)
         .await
         .ok()

@@ -2,7 +2,7 @@
 //! subreaper), forwards signals to it, relays its terminal when it has one, and exits with its
 //! status (128+N when killed by signal N).
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -129,18 +129,23 @@ pub fn wait_forwarding(init: Pid, set: &SigSet, master: Option<OwnedFd>) -> anyh
         drop(fds);
         if ready[0] {
             if let Some(info) = sfd.read_signal()? {
-                let sig = Signal::try_from(info.ssi_signo as i32)?;
-                match sig {
-                    Signal::SIGCHLD => {}
-                    Signal::SIGWINCH => {
+                let signo = info.ssi_signo as i32;
+                match Signal::try_from(signo) {
+                    Ok(Signal::SIGCHLD) => {}
+                    Ok(Signal::SIGWINCH) => {
                         if let Some(m) = &master {
                             copy_window_size(m.as_fd());
                         }
                     }
-                    _ => match kill(init, sig) {
-                        Ok(()) | Err(nix::Error::ESRCH) => {}
-                        Err(e) => log::warn!("forwarding {sig} to the container: {e}"),
-                    },
+                    // Real-time signals have no nix::Signal; they are forwarded all the same.
+                    _ => {
+                        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+                        let r = unsafe { libc::kill(init.as_raw(), signo) };
+                        let e = nix::Error::last();
+                        if r != 0 && e != nix::Error::ESRCH {
+                            log::warn!("forwarding signal {signo} to the container: {e}");
+                        }
+                    }
                 }
             }
         }
