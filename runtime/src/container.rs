@@ -145,21 +145,11 @@ impl ContainerBuilder {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let mut our_end = None;
-        let console = match (&self.console_socket, terminal) {
-            (Some(p), true) => Some(console::connect(p)?),
-            (None, true) if self.proxy_terminal => {
-                let (ours, theirs) = console::pair()?;
-                our_end = Some(ours);
-                Some(theirs)
-            }
-            (None, true) => {
-                return Err(ContainerError::Invalid(
-                    "process.terminal is true but no --console-socket was given".into(),
-                ))
-            }
-            (_, false) => None,
-        };
+        let (console, our_end) = console::for_terminal(
+            terminal,
+            self.console_socket.as_deref(),
+            self.proxy_terminal,
+        )?;
         // From here on, everything made is undone by the guard unless create succeeds.
         let dir = ContainerDir::create(&self.root, &self.id)?;
         let mut guard = CreateGuard {
@@ -334,12 +324,6 @@ fn init_config(
     } else {
         true
     };
-    let console_size = process.console_size().map(|b| {
-        (
-            b.height().min(u16::MAX as u64) as u16,
-            b.width().min(u16::MAX as u64) as u16,
-        )
-    });
     Ok((
         InitConfig {
             id: b.id.clone(),
@@ -357,7 +341,7 @@ fn init_config(
             rlimits: crate::rlimits::from_spec(process.rlimits().as_ref()),
             no_new_privs: process.no_new_privileges().unwrap_or(false),
             oom_score_adj: process.oom_score_adj(),
-            console_size,
+            console_size: console::size(process),
             preserve_fds: b.preserve_fds,
             new_keyring: !b.no_new_keyring,
             hooks: HookSet::from_spec(spec.hooks().as_ref()).map_err(BundleError::from)?,

@@ -104,21 +104,11 @@ pub fn exec(
         log::warn!("{w}");
     }
     let terminal = process.terminal().unwrap_or(false);
-    let mut our_end = None;
-    let console = match (&opts.console_socket, terminal) {
-        (Some(p), true) => Some(console::connect(p)?),
-        (None, true) if opts.proxy_terminal => {
-            let (ours, theirs) = console::pair()?;
-            our_end = Some(ours);
-            Some(theirs)
-        }
-        (None, true) => {
-            return Err(ContainerError::Invalid(
-                "a terminal was asked for but no --console-socket was given".into(),
-            ))
-        }
-        (_, false) => None,
-    };
+    let (console, our_end) = console::for_terminal(
+        terminal,
+        opts.console_socket.as_deref(),
+        opts.proxy_terminal,
+    )?;
     let cfg = InitConfig {
         id: id.to_string(),
         ns,
@@ -136,12 +126,7 @@ pub fn exec(
         rlimits: crate::rlimits::from_spec(process.rlimits().as_ref()),
         no_new_privs: process.no_new_privileges().unwrap_or(false),
         oom_score_adj: None,
-        console_size: process.console_size().map(|b| {
-            (
-                b.height().min(u16::MAX as u64) as u16,
-                b.width().min(u16::MAX as u64) as u16,
-            )
-        }),
+        console_size: console::size(process),
         preserve_fds: opts.preserve_fds,
         new_keyring: false,
         hooks: HookSet::default(),

@@ -21,6 +21,8 @@ pub enum ConsoleError {
     Pty(&'static str, #[source] nix::Error),
     #[error("failed to send the pty master to the console socket")]
     Send(#[source] nix::Error),
+    #[error("a terminal was asked for (process.terminal) but no --console-socket was given")]
+    NoSocket,
     #[error("failed to receive the pty master")]
     Recv(#[source] nix::Error),
     #[error("failed to create /dev/console")]
@@ -35,6 +37,32 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// `process.consoleSize` as (rows, columns) for TIOCSWINSZ.
+pub fn size(process: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
+    let clamp = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
+    process
+        .console_size()
+        .map(|b| (clamp(b.height()), clamp(b.width())))
+}
+
+/// The console socket the init gets for `process.terminal`, and our own end of it when rcrun
+/// holds the terminal itself (`proxy`: a foreground run or exec without --console-socket).
+pub fn for_terminal(
+    terminal: bool,
+    socket: Option<&Path>,
+    proxy: bool,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>), ConsoleError> {
+    match (terminal, socket) {
+        (false, _) => Ok((None, None)),
+        (true, Some(p)) => Ok((Some(connect(p)?), None)),
+        (true, None) if proxy => {
+            let (ours, theirs) = pair()?;
+            Ok((Some(theirs), Some(ours)))
+        }
+        (true, None) => Err(ConsoleError::NoSocket),
+    }
 }
 
 /// A connected pair standing in for a console socket when rcrun holds the terminal itself.
