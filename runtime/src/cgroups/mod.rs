@@ -387,8 +387,6 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves the calling process into the cgroup (writes 0 to each cgroup.procs).
-    /// Called in the forked child before it joins or creates any namespace.
     /// On a cgroup v2 host, the container's cgroup directory opened for clone3's
     /// CLONE_INTO_CGROUP; None on v1 (or if it cannot be opened: the child then enters itself).
     pub fn v2_dir_fd(&self) -> Option<std::os::fd::OwnedFd> {
@@ -405,6 +403,8 @@ impl Cgroup {
         }
     }
 
+    /// Moves the calling process into the cgroup (writes 0 to each cgroup.procs).
+    /// Called in the forked child before it joins or creates any namespace.
     pub fn enter(&self) -> Result<(), CgroupError> {
         for dir in &self.paths.dirs {
             write_file(&dir.join("cgroup.procs"), "0")?;
