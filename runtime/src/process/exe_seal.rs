@@ -51,7 +51,15 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    let fd = open_sealed(&exe)?;
+    // Without overlayfs (or mounts: e.g. inside a user namespace) fall back to a sealed
+    // in-memory copy, as runc does: slower and costs memory, but never unprotected.
+    let fd = match open_sealed(&exe) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::debug!("sealing through overlayfs failed ({e}); copying into a sealed memfd");
+            sealed_copy(&exe)?
+        }
+    };
     let args: Vec<CString> = std::env::args_os()
         .filter_map(|a| CString::new(a.into_encoded_bytes()).ok())
         .collect();
@@ -102,6 +110,23 @@ fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
     .map_err(sys("open", Path::new("/proc/self/ns/mnt")))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(sys("unshare a mount namespace for", exe))?;
+    let opened = overlay_open(exe, dir, name);
+    // Whatever happened in there, we go home: the private namespace dies with its mounts.
+    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(sys("return to the caller's mount namespace from", exe))?;
+    opened
+}
+
+/// In our private mount namespace: the read-only overlay view of `dir`, and `name` in it.
+fn overlay_open(exe: &Path, dir: &Path, name: &std::ffi::OsStr) -> Result<OwnedFd, SealError> {
+    let sys = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SealError::Sys {
+            action,
+            path,
+            source,
+        }
+    };
     // A scratch tmpfs for the overlay's mount point and its second, empty lower layer
     // (overlayfs without an upper layer needs two lower ones, and they must not overlap
     // the binary's directory).
@@ -149,9 +174,47 @@ fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
         .map_err(sys("open sealed", exe))
     })();
     umount2(scratch, MntFlags::MNT_DETACH).map_err(sys("detach scratch tmpfs from", scratch))?;
-    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(sys("return to the caller's mount namespace from", exe))?;
     opened
+}
+
+/// A copy of `exe` in a memfd that can never be written again (F_SEAL_WRITE and friends).
+fn sealed_copy(exe: &Path) -> Result<OwnedFd, SealError> {
+    let io = |action: &'static str| {
+        let path = exe.to_path_buf();
+        move |source| SealError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    // SAFETY: a NUL-terminated name and flags; the kernel returns a new fd or -1.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"rcrun-sealed".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if raw < 0 {
+        return Err(io("create a memfd for")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: memfd_create just returned this fd; nothing else owns it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let mut src = std::fs::File::open("/proc/self/exe").map_err(io("open"))?;
+    let mut dst = std::fs::File::from(fd);
+    std::io::copy(&mut src, &mut dst).map_err(io("copy"))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on an fd we own.
+    if unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&dst),
+            libc::F_ADD_SEALS,
+            seals,
+        )
+    } < 0
+    {
+        return Err(io("seal the copy of")(std::io::Error::last_os_error()));
+    }
+    Ok(OwnedFd::from(dst))
 }
 
 /// overlayfs option values treat ',' and ':' as separators.
@@ -160,4 +223,30 @@ fn escape(p: &Path) -> String {
         .replace('\\', "\\\\")
         .replace(',', "\\,")
         .replace(':', "\\:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_memfd_fallback_is_a_sealed_copy() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let fd = sealed_copy(&exe).unwrap();
+        let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_GET_SEALS) };
+        assert_ne!(seals & libc::F_SEAL_WRITE, 0);
+        let len = std::fs::metadata(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .unwrap()
+        .len();
+        assert_eq!(len, std::fs::metadata(&exe).unwrap().len());
+        let mut f = std::fs::File::from(fd);
+        assert!(
+            f.write_all(b"x").is_err(),
+            "a sealed copy must refuse writes"
+        );
+    }
 }
