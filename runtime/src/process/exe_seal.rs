@@ -86,18 +86,19 @@ pub fn ensure_sealed() -> Result<(), SealError> {
     })
 }
 
+fn sys(action: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SealError {
+    let path = path.to_path_buf();
+    move |source| SealError::Sys {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Opens `exe` through a read-only overlayfs of its directory. All of it happens in a private
 /// mount namespace that we leave again before returning, so the host sees nothing even if we
 /// are killed halfway; the returned fd keeps the overlay alive once that namespace is gone.
 fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
-    let sys = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SealError::Sys {
-            action,
-            path,
-            source,
-        }
-    };
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let name = exe.file_name().unwrap_or_default();
     // We return to the caller's mount namespace afterwards (hooks and everything else must
@@ -119,14 +120,6 @@ fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
 
 /// In our private mount namespace: the read-only overlay view of `dir`, and `name` in it.
 fn overlay_open(exe: &Path, dir: &Path, name: &std::ffi::OsStr) -> Result<OwnedFd, SealError> {
-    let sys = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SealError::Sys {
-            action,
-            path,
-            source,
-        }
-    };
     // A scratch tmpfs for the overlay's mount point and its second, empty lower layer
     // (overlayfs without an upper layer needs two lower ones, and they must not overlap
     // the binary's directory).
