@@ -6,6 +6,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use nix::unistd::dup2_stdin;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -153,19 +154,38 @@ pub fn setup(
     Ok(())
 }
 
+/// Binds the pty over /dev/console. Whatever the image put there is replaced, never followed:
+/// a symlink to, say, a /proc file would otherwise get the pty mounted over that file
+/// (CVE-2025-52565). The mount goes through an O_NOFOLLOW fd of the file we made.
 fn bind_dev_console(slave: &str) -> Result<(), ConsoleError> {
     let console = Path::new("/dev/console");
-    if std::fs::symlink_metadata(console).is_err() {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(console)
-            .map_err(ConsoleError::CreateConsole)?;
+    match std::fs::symlink_metadata(console) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(m) if m.is_dir() => {
+            return Err(ConsoleError::CreateConsole(
+                std::io::Error::from_raw_os_error(libc::EISDIR),
+            ))
+        }
+        Ok(_) => std::fs::remove_file(console).map_err(ConsoleError::CreateConsole)?,
+        Err(_) => {}
     }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(console)
+        .map_err(ConsoleError::CreateConsole)?;
+    let fd = nix::fcntl::open(
+        console,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| ConsoleError::Pty("open /dev/console", e))?;
+    let target = format!("/proc/self/fd/{}", fd.as_raw_fd());
     mount(
         Some(slave),
-        console,
+        target.as_str(),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,

@@ -108,6 +108,26 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
     }
     // Device nodes must get exactly the modes the spec gives.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    // Everything written through /proc happens before the container's mounts exist, through
+    // the /proc we inherited: a mount from the config (or a volume another container shares)
+    // over /proc/sys/... or /proc/self/... could otherwise redirect these writes to a file of
+    // its choosing (CVE-2025-52881). The sysctl files serve the namespaces we are already in.
+    if let Some(h) = &cfg.hostname {
+        nix::unistd::sethostname(h).map_err(|e| ProcessError::Sys("set hostname", e))?;
+    }
+    if let Some(d) = &cfg.domainname {
+        set_domainname(d)?;
+    }
+    crate::sysctl::apply(&cfg.sysctl)?;
+    if let Some(adj) = cfg.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|source| {
+            ProcessError::Io {
+                action: "set oom_score_adj",
+                path: PathBuf::from("/proc/self/oom_score_adj"),
+                source,
+            }
+        })?;
+    }
     if let Some(rootfs) = &cfg.rootfs {
         rootfs.prepare()?;
     }
@@ -118,24 +138,8 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
     if let Some(sock) = &fds.console {
         console::setup(sock, cfg.console_size, cfg.bind_console)?;
     }
-    if let Some(h) = &cfg.hostname {
-        nix::unistd::sethostname(h).map_err(|e| ProcessError::Sys("set hostname", e))?;
-    }
-    if let Some(d) = &cfg.domainname {
-        set_domainname(d)?;
-    }
-    crate::sysctl::apply(&cfg.sysctl)?;
     if let Some(rootfs) = &cfg.rootfs {
         rootfs.finalize()?;
-    }
-    if let Some(adj) = cfg.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|source| {
-            ProcessError::Io {
-                action: "set oom_score_adj",
-                path: PathBuf::from("/proc/self/oom_score_adj"),
-                source,
-            }
-        })?;
     }
     crate::rlimits::apply(&cfg.rlimits)?;
     // The cwd is entered while still root (as runc does first), and checked afterwards: a

@@ -1,10 +1,10 @@
 //! /dev: the default device nodes every container gets, the links runc makes, and
 //! `linux.devices`.
-use super::path::{create_mount_point, secure_join};
+use super::path::{create_mount_point, fd_path, open_inside, secure_join};
 use super::RootfsError;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use nix::unistd::{chown, Gid, Uid};
+use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 use std::path::{Path, PathBuf};
 
@@ -83,40 +83,10 @@ pub fn default_nodes() -> Vec<DeviceNode> {
 /// Creates `node` inside `rootfs`. In a user namespace mknod is not allowed, so the host's
 /// node is bind-mounted instead, as runc does.
 pub fn create_node(rootfs: &Path, node: &DeviceNode, bind: bool) -> Result<(), RootfsError> {
-    let dest = secure_join(rootfs, &node.path)?;
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| RootfsError::Io {
-            action: "create directory",
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
-    if bind {
-        create_mount_point(&dest, true)?;
-        return mount(
-            Some(&node.path),
-            &dest,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| RootfsError::Sys {
-            action: "bind mount device",
-            path: dest,
-            source,
-        });
-    }
-    match std::fs::remove_file(&dest) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(RootfsError::Io {
-                action: "replace",
-                path: dest,
-                source,
-            })
-        }
-    }
+    // Only the parent is resolved: whatever the image has at the node's own path (a symlink to
+    // a file on a volume, say) is replaced, never followed (CVE-2025-31133).
+    let dest = resolve_leaf(rootfs, &node.path)?;
+    replace_leaf(&dest)?;
     let sys = |action: &'static str| {
         let dest = dest.clone();
         move |source| RootfsError::Sys {
@@ -125,6 +95,18 @@ pub fn create_node(rootfs: &Path, node: &DeviceNode, bind: bool) -> Result<(), R
             source,
         }
     };
+    if bind {
+        create_mount_point(&dest, true)?;
+        let fd = open_inside(rootfs, &dest)?;
+        return mount(
+            Some(&node.path),
+            &fd_path(&fd),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys("bind mount device"));
+    }
     mknod(
         &dest,
         node.kind,
@@ -132,7 +114,7 @@ pub fn create_node(rootfs: &Path, node: &DeviceNode, bind: bool) -> Result<(), R
         makedev(node.major, node.minor),
     )
     .map_err(sys("mknod"))?;
-    // mknod applies the umask; the spec's mode is exact.
+    // mknod applies the umask; the spec's mode is exact. Neither call may follow a link.
     nix::sys::stat::fchmodat(
         nix::fcntl::AT_FDCWD,
         &dest,
@@ -140,12 +122,46 @@ pub fn create_node(rootfs: &Path, node: &DeviceNode, bind: bool) -> Result<(), R
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )
     .map_err(sys("chmod"))?;
-    chown(
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
         &dest,
         Some(Uid::from_raw(node.uid)),
         Some(Gid::from_raw(node.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(sys("chown"))
+}
+
+/// `path` inside `rootfs` with its parent resolved (and created) but its last component kept
+/// as it is, so that it can be replaced rather than followed.
+pub fn resolve_leaf(rootfs: &Path, path: &Path) -> Result<std::path::PathBuf, RootfsError> {
+    let name = path.file_name().ok_or_else(|| RootfsError::Path {
+        path: path.to_path_buf(),
+        reason: "has no file name".into(),
+    })?;
+    let parent = secure_join(rootfs, path.parent().unwrap_or(Path::new("/")))?;
+    std::fs::create_dir_all(&parent).map_err(|source| RootfsError::Io {
+        action: "create directory",
+        path: parent.clone(),
+        source,
+    })?;
+    Ok(parent.join(name))
+}
+
+/// Removes whatever is at `path` (a link itself, not its target); directories are refused.
+pub fn replace_leaf(path: &Path) -> Result<(), RootfsError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(RootfsError::Path {
+            path: path.to_path_buf(),
+            reason: "is a directory where a device node belongs".into(),
+        }),
+        Ok(_) => std::fs::remove_file(path).map_err(|source| RootfsError::Io {
+            action: "replace",
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(_) => Ok(()),
+    }
 }
 
 /// /dev/fd, stdin/stdout/stderr, core and ptmx links.

@@ -237,6 +237,36 @@ fn is_missing(e: &nix::Error) -> bool {
     matches!(e, nix::Error::ENOENT | nix::Error::ENOTDIR)
 }
 
+/// The container's /dev/null, checked to really be the null device (1:3) and not, say, a
+/// file an image or a volume put there: masking binds it over host-sensitive files
+/// (CVE-2025-31133).
+fn null_device() -> Result<std::os::fd::OwnedFd, RootfsError> {
+    let path = Path::new("/dev/null");
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|source| RootfsError::Sys {
+        action: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|source| RootfsError::Sys {
+        action: "stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    if !is_char || st.st_rdev != nix::sys::stat::makedev(1, 3) {
+        return Err(RootfsError::Path {
+            path: path.to_path_buf(),
+            reason: "is not the null device; refusing to mask with it".into(),
+        });
+    }
+    Ok(fd)
+}
+
 /// A masked directory becomes an empty read-only tmpfs; a masked file becomes /dev/null.
 fn mask(p: &Path) -> Result<(), RootfsError> {
     let meta = match std::fs::metadata(p) {
@@ -259,8 +289,9 @@ fn mask(p: &Path) -> Result<(), RootfsError> {
             Some("size=0k"),
         )
     } else {
+        let null = null_device()?;
         sys_mount(
-            Some("/dev/null"),
+            Some(&path::fd_path(&null)),
             p,
             None::<&str>,
             MsFlags::MS_BIND,

@@ -180,6 +180,7 @@ impl MountEntry {
     /// Mounts this entry inside `rootfs` (before pivot_root, in the container's mount namespace).
     pub fn mount_in(&self, rootfs: &Path, cgroup_dirs: &[PathBuf]) -> Result<(), RootfsError> {
         let dest = secure_join(rootfs, &self.destination)?;
+        self.check_proc_destination(rootfs, &dest)?;
         if self.fstype == "cgroup" || self.fstype == "cgroup2" {
             return self.mount_cgroup(rootfs, &dest, cgroup_dirs);
         }
@@ -247,6 +248,45 @@ impl MountEntry {
                 .map_err(sys("set mount propagation on"))?;
         }
         Ok(())
+    }
+
+    /// Only procfs itself may be mounted on /proc, and only the few files lxcfs-style tools
+    /// replace may be mounted under it: anything else over /proc (reached directly or through
+    /// a symlink in the image, CVE-2019-19921) would hide masked paths and redirect the writes
+    /// the runtime and the kernel make there. The same rule as runc's.
+    fn check_proc_destination(&self, rootfs: &Path, dest: &Path) -> Result<(), RootfsError> {
+        const ALLOWED: &[&str] = &[
+            "/proc/cpuinfo",
+            "/proc/diskstats",
+            "/proc/meminfo",
+            "/proc/stat",
+            "/proc/swaps",
+            "/proc/uptime",
+            "/proc/loadavg",
+            "/proc/slabinfo",
+            "/proc/net/dev",
+            "/proc/sys/kernel/ns_last_pid",
+        ];
+        let inside = Path::new("/").join(dest.strip_prefix(rootfs).unwrap_or(dest));
+        if !inside.starts_with("/proc") {
+            return Ok(());
+        }
+        let ok = if inside == Path::new("/proc") {
+            self.fstype == "proc"
+        } else {
+            ALLOWED.iter().any(|a| inside == Path::new(a))
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(RootfsError::Path {
+                path: self.destination.clone(),
+                reason: format!(
+                    "resolves to {} in the container: only procfs may be mounted on /proc",
+                    inside.display()
+                ),
+            })
+        }
     }
 
     /// `type: cgroup` on a v1 host: a tmpfs with the container's own directory of every
