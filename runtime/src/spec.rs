@@ -492,5 +492,8 @@ mod tests {
             write_default(&file, false),
             Err(SpecError::NotADirectory { .. })
         ));
+        for dir in [bundle.parent(), file.parent()].into_iter().flatten() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
