@@ -688,20 +688,28 @@ fn exec_ps_kill_delete() -> Result<()> {
         "sleep",
         "1000",
     ])?;
+    // ps and cgroup.procs are two reads at two moments; a process that is just exiting (the
+    // previous exec) may be in one and not the other, so they must agree eventually.
     let mut pids = Vec::new();
-    wait_for("ps to list the exec", WAIT_TIMEOUT, || {
-        pids = cd.task_pids(&id)?;
-        Ok(pids.len() >= 2)
-    })?;
+    let mut in_cgroup = String::new();
+    let agree = wait_for(
+        "ps to list the exec, as the cgroup does",
+        WAIT_TIMEOUT,
+        || {
+            pids = cd.task_pids(&id)?;
+            in_cgroup = read_trimmed(&procs)?;
+            Ok(pids.len() >= 2
+                && pids
+                    .iter()
+                    .all(|p| in_cgroup.lines().any(|l| l == p.to_string())))
+        },
+    );
+    assert!(
+        agree.is_ok(),
+        "ps lists {pids:?}, {} holds: {in_cgroup}",
+        procs.display()
+    );
     assert!(pids.contains(&init), "ps {pids:?} lacks init {init}");
-    let in_cgroup = read_trimmed(&procs)?;
-    for pid in &pids {
-        assert!(
-            in_cgroup.lines().any(|l| l == pid.to_string()),
-            "ps lists {pid}, not in {}: {in_cgroup}",
-            procs.display()
-        );
-    }
 
     // SIGTERM reaches init's handler: exit code 42.
     cd.ctr_ok(&["task", "kill", &id])?;
