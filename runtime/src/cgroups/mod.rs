@@ -18,7 +18,7 @@ mod v1;
 
 use host::{Host, Target};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxDevice, LinuxResources};
+use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::io::Write;
@@ -184,28 +184,12 @@ struct Layout {
     placements: Vec<Placement>,
 }
 
-type DeviceRules =
-    std::sync::Arc<std::sync::Mutex<Option<Vec<oci_spec::runtime::LinuxDeviceCgroup>>>>;
-
-/// The rules, also when another thread panicked while holding the lock (they are plain data).
-fn lock_rules(
-    rules: &DeviceRules,
-) -> std::sync::MutexGuard<'_, Option<Vec<oci_spec::runtime::LinuxDeviceCgroup>>> {
-    match rules.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 /// A container's cgroup on this host.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     paths: CgroupPaths,
     /// Known after `resolve`; worked out again from the host's mounts for `from_paths`.
     layout: Option<Layout>,
-    /// v2: the device rules `create` put in the eBPF filter, which `allow_devices` extends
-    /// (a new program replaces the old one, so it needs them all again).
-    v2_device_rules: DeviceRules,
 }
 
 impl Cgroup {
@@ -235,7 +219,6 @@ impl Cgroup {
                 version: host.version,
                 placements,
             }),
-            v2_device_rules: Default::default(),
         })
     }
 
@@ -244,7 +227,6 @@ impl Cgroup {
         Cgroup {
             paths,
             layout: None,
-            v2_device_rules: Default::default(),
         }
     }
 
@@ -340,9 +322,9 @@ impl Cgroup {
     /// resources this build supports (v1 devices). Idempotent.
     ///
     /// With device rules, the container's rules are written in order and then runc's default
-    /// allow list ([`default_allowed_devices`]); the nodes from `linux.devices` need
-    /// [`Cgroup::allow_devices`] as well. If anything fails, the directories this call made
-    /// are removed again.
+    /// allow list ([`default_allowed_devices`]); nodes from `linux.devices` get no rule of
+    /// their own (as in runc). If anything fails, the directories this call made are removed
+    /// again.
     pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
         self.check_applicable(resources)?;
         let layout = self.layout()?;
@@ -357,34 +339,6 @@ impl Cgroup {
             }
         }
         result
-    }
-
-    /// Allows read, write and mknod of each device node from `linux.devices`, so the nodes
-    /// rcrun creates in the container's /dev can be used under a deny-all rule (runc does the
-    /// same). Call after `create`. A no-op where no device cgroup applies (no devices
-    /// controller, or on v2 when `create` had no device rules and so attached no filter).
-    pub fn allow_devices(&self, devices: &[LinuxDevice]) -> Result<(), CgroupError> {
-        if devices.is_empty() {
-            return Ok(());
-        }
-        let layout = self.layout()?;
-        if layout.version == CgroupVersion::V2 {
-            let Some(mut rules) = lock_rules(&self.v2_device_rules).clone() else {
-                return Ok(());
-            };
-            rules.extend(devices.iter().map(v1::device_node_rule));
-            if let Some(p) = layout.placements.first() {
-                devices_v2::apply(&p.dir, &rules)?;
-            }
-            *lock_rules(&self.v2_device_rules) = Some(rules);
-            return Ok(());
-        }
-        let rules: Vec<_> = devices.iter().map(v1::device_node_rule).collect();
-        let writes = v1::rule_writes(&rules)?;
-        for placement in layout.placements.iter().filter(|p| p.has("devices")) {
-            v1::apply_rules(&placement.dir, &writes)?;
-        }
-        Ok(())
     }
 
     /// On a cgroup v2 host, the container's cgroup directory opened for clone3's
@@ -465,7 +419,6 @@ impl Cgroup {
         if let Some(p) = layout.placements.first() {
             devices_v2::apply(&p.dir, &all)?;
         }
-        *lock_rules(&self.v2_device_rules) = Some(all);
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! What only cgroup v1 needs: cpuset inheritance and the devices controller's rule files.
 use super::{read_file, write_file, CgroupError};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 use std::path::Path;
 
 pub(super) const DEVICES_ALLOW: &str = "devices.allow";
@@ -61,17 +61,6 @@ pub fn default_allowed_devices() -> Vec<LinuxDeviceCgroup> {
         rule(C, Some(5), Some(2), "rwm"), // /dev/ptmx
         rule(C, Some(5), Some(1), "rwm"), // /dev/console
     ]
-}
-
-/// The allow rule for a device node listed in `linux.devices`.
-pub(super) fn device_node_rule(device: &LinuxDevice) -> LinuxDeviceCgroup {
-    let mut r = LinuxDeviceCgroup::default();
-    r.set_allow(true);
-    r.set_typ(Some(device.typ()));
-    r.set_major(Some(device.major()));
-    r.set_minor(Some(device.minor()));
-    r.set_access(Some("rwm".to_string()));
-    r
 }
 
 /// Each write the rules turn into, in order: (`devices.allow` or `devices.deny`, line).
