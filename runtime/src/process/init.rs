@@ -80,11 +80,34 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
     namespaces::unshare_flags(cfg.ns.new)?;
     namespaces::write_time_offsets(&cfg.ns)?;
     if cfg.ns.needs_fork() {
+        // The init shares the sync socket with us: it must not speak before the parent has
+        // learnt its pid from us, or a fast init's Ready (or hook request) overtakes InitPid.
+        let (pid_sent_r, pid_sent_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| ProcessError::Sys("pipe for the init pid hand-off", e))?;
         // SAFETY: single-threaded; the child only runs our own code and then execs.
         match unsafe { fork() }.map_err(|e| ProcessError::Sys("fork the container init", e))? {
-            ForkResult::Child => init(cfg, fds),
+            ForkResult::Child => {
+                drop(pid_sent_w);
+                let mut byte = [0u8; 1];
+                let got = loop {
+                    match nix::unistd::read(&pid_sent_r, &mut byte) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        r => break r,
+                    }
+                };
+                drop(pid_sent_r);
+                match got {
+                    Ok(1) => init(cfg, fds),
+                    // Stage one died before reporting us: the parent will see it go.
+                    // SAFETY: see exit_with.
+                    _ => unsafe { libc::_exit(1) },
+                }
+            }
             ForkResult::Parent { child } => {
+                drop(pid_sent_r);
                 fds.sync.send(&Message::InitPid(child.as_raw()))?;
+                nix::unistd::write(&pid_sent_w, &[1u8])
+                    .map_err(|e| ProcessError::Sys("release the container init", e))?;
                 // SAFETY: see exit_with.
                 unsafe { libc::_exit(0) }
             }
