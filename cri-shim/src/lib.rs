@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod seccomp_default;
 pub mod server;
 pub mod store;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
