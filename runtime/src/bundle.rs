@@ -65,11 +65,10 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
-        let de = &mut serde_json::Deserializer::from_slice(&data);
-        let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| BundleError::Parse {
+        let spec: Spec = serde_json::from_slice(&data).map_err(|source| BundleError::Parse {
             path,
-            field: e.path().to_string(),
-            source: e.into_inner(),
+            field: crate::json_path::at(&data, &source),
+            source,
         })?;
         let root = spec
             .root()
@@ -177,11 +176,11 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
         if m.destination().as_os_str().is_empty() {
             return Err(invalid("a mount has an empty destination"));
         }
-        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-            return Err(BundleError::NotImplemented("id-mapped mounts".into()));
-        }
     }
     let Some(linux) = spec.linux() else {
+        for m in spec.mounts().iter().flatten() {
+            crate::rootfs::idmap::check_spec(m, false).map_err(invalid)?;
+        }
         return Ok(());
     };
     let mut types = HashSet::new();
@@ -206,6 +205,9 @@ pub fn validate(spec: &Spec) -> Result<(), BundleError> {
         .iter()
         .flatten()
         .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    for m in spec.mounts().iter().flatten() {
+        crate::rootfs::idmap::check_spec(m, has_new(LinuxNamespaceType::User)).map_err(invalid)?;
+    }
     if maps && !has_new(LinuxNamespaceType::User) {
         return Err(invalid("uid/gid mappings require a user namespace"));
     }

@@ -157,6 +157,25 @@ impl ContainerBuilder {
             cgroup: None,
             pid: None,
         };
+        let mut saved = Saved {
+            id: self.id.clone(),
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+            owner: owner_name(),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            cgroup: cfg.cgroup.paths().clone(),
+            private_pid_ns: cfg.ns.private_pid(),
+            config: bundle.spec.clone(),
+        };
+        // Saved before the cgroup exists, with no pid yet: if we are killed from here on (kill
+        // -9 during a slow createRuntime hook), `delete --force` still learns which cgroups to
+        // remove instead of leaving them behind with the state dir gone.
+        if let Some(dir) = &guard.dir {
+            dir.save(&saved)?;
+        }
         guard.cgroup = Some(cfg.cgroup.clone());
         cfg.cgroup.create(
             bundle
@@ -197,19 +216,8 @@ impl ContainerBuilder {
         guard.pid = Some(pid);
         // The init sent the master before it reported ready, so it is waiting in the socket.
         let pty_master = our_end.as_ref().map(console::recv_master).transpose()?;
-        let saved = Saved {
-            id: self.id.clone(),
-            pid: pid.as_raw(),
-            pid_start: start_time(pid).unwrap_or(0),
-            bundle: bundle.dir.clone(),
-            rootfs: bundle.rootfs.clone(),
-            created: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
-            owner: owner_name(),
-            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
-            cgroup: cfg.cgroup.paths().clone(),
-            private_pid_ns: cfg.ns.private_pid(),
-            config: bundle.spec.clone(),
-        };
+        saved.pid = pid.as_raw();
+        saved.pid_start = start_time(pid).unwrap_or(0);
         dir.save(&saved)?;
         if let Some(p) = &self.pid_file {
             write_pid_file(p, pid)?;
@@ -502,7 +510,12 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
     Ok(())
 }
 
-pub fn kill_container(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(), ContainerError> {
+pub fn kill_container(
+    root: &Path,
+    id: &str,
+    sig: crate::signal::KillSignal,
+    all: bool,
+) -> Result<(), ContainerError> {
     let dir = ContainerDir::open(root, id)?;
     let saved = dir.load()?;
     let st = status(&dir.path, &saved);
@@ -516,7 +529,11 @@ pub fn kill_container(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(
     signal_container(&saved, sig, all)
 }
 
-fn signal_container(saved: &Saved, sig: Signal, all: bool) -> Result<(), ContainerError> {
+fn signal_container(
+    saved: &Saved,
+    sig: crate::signal::KillSignal,
+    all: bool,
+) -> Result<(), ContainerError> {
     let err = |pid: i32| {
         let id = saved.id.clone();
         move |source| ContainerError::Signal { id, pid, source }
@@ -525,12 +542,12 @@ fn signal_container(saved: &Saved, sig: Signal, all: bool) -> Result<(), Contain
         Cgroup::from_paths(saved.cgroup.clone()).signal_all(sig)?;
         // The init may not be in the cgroup list yet if it raced; signal it too. It may
         // also be gone already, killed through the cgroup.
-        return match kill(Pid::from_raw(saved.pid), sig) {
+        return match sig.send(Pid::from_raw(saved.pid)) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
             Err(e) => Err(err(saved.pid)(e)),
         };
     }
-    kill(Pid::from_raw(saved.pid), sig).map_err(err(saved.pid))
+    sig.send(Pid::from_raw(saved.pid)).map_err(err(saved.pid))
 }
 
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> {
@@ -548,6 +565,15 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         Err(e) => return Err(e.into()),
     };
     let saved = dir.load()?;
+    if saved.pid == 0 {
+        // A create that was killed before its init was recorded: whatever it left in the
+        // cgroup goes (the cgroup is signalled, never pid 0), and it never ran, so no poststop.
+        let cgroup = Cgroup::from_paths(saved.cgroup.clone());
+        let _ = cgroup.signal_all(crate::signal::KillSignal::KILL);
+        cgroup.destroy()?;
+        dir.remove()?;
+        return Ok(());
+    }
     let st = status(&dir.path, &saved);
     match st {
         Status::Stopped => {}
@@ -568,7 +594,7 @@ fn kill_and_wait(saved: &Saved) -> Result<(), ContainerError> {
     // Every process of the cgroup: without its own pid namespace, killing the init does not
     // take the others with it, and a paused container's tasks only die once thawed (which
     // signal_all does).
-    match signal_container(saved, Signal::SIGKILL, true) {
+    match signal_container(saved, crate::signal::KillSignal::KILL, true) {
         Ok(())
         | Err(ContainerError::Signal {
             source: nix::Error::ESRCH,
@@ -624,7 +650,7 @@ pub fn cleanup_after_run(root: &Path, id: &str) -> Result<(), ContainerError> {
         kill_and_wait(&saved)?;
     } else if !saved.private_pid_ns {
         // Orphans of a container that shares our pid namespace may still be in its cgroup.
-        let _ = signal_container(&saved, Signal::SIGKILL, true);
+        let _ = signal_container(&saved, crate::signal::KillSignal::KILL, true);
     }
     destroy(dir, &saved)
 }

@@ -16,7 +16,7 @@ pub fn features() -> Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": SPEC_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": crate::rootfs::KNOWN_OPTIONS,
+        "mountOptions": crate::rootfs::MountEntry::supported_options(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts", "time"],
             "capabilities": caps,
@@ -31,7 +31,7 @@ pub fn features() -> Value {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}},
+            "mountExtensions": {"idmap": {"enabled": crate::rootfs::idmap::supported()}},
         },
         "annotations": {
             "org.rcrun.version": env!("CARGO_PKG_VERSION"),

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod features;
 pub mod hooks;
 pub mod identity;
+pub mod json_path;
 pub mod logging;
 pub mod namespaces;
 pub mod process;

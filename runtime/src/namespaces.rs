@@ -115,6 +115,20 @@ impl NamespacePlan {
             || self.touches(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
     }
 
+    /// The namespaces the container's first process can be born into by clone3 itself, which
+    /// spares the second fork a new pid namespace otherwise needs: all those to create, when
+    /// nothing is joined and no user namespace is made (those come first, step by step).
+    /// Not the cgroup namespace, which must be rooted at the container's cgroup and so is
+    /// made after entering it, and nothing with a time namespace, whose offsets must be set
+    /// before any process lives in it.
+    pub fn born_with(&self) -> CloneFlags {
+        let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        if !self.join.is_empty() || self.new_user || self.new.contains(time) {
+            return CloneFlags::empty();
+        }
+        self.new - CloneFlags::CLONE_NEWCGROUP
+    }
+
     pub fn private_pid(&self) -> bool {
         self.touches(CloneFlags::CLONE_NEWPID)
     }
@@ -150,8 +164,23 @@ impl NamespacePlan {
     }
 }
 
+/// Joins the user namespace in the middle: every other namespace is first tried with the
+/// caller's own privileges, since a namespace owned by an outer user namespace (a pod's network
+/// namespace, made by the host) can no longer be joined from inside the inner one; those only
+/// the user namespace's privileges open (EPERM before) are joined after it, as runc does.
 pub fn join(fds: Vec<(CloneFlags, PathBuf, OwnedFd)>) -> Result<(), NamespaceError> {
-    for (flag, path, fd) in fds {
+    let (user, rest): (Vec<_>, Vec<_>) = fds
+        .into_iter()
+        .partition(|(f, _, _)| f.contains(CloneFlags::CLONE_NEWUSER));
+    let mut later = Vec::new();
+    for (flag, path, fd) in rest {
+        match setns(&fd, flag) {
+            Ok(()) => {}
+            Err(nix::Error::EPERM) if !user.is_empty() => later.push((flag, path, fd)),
+            Err(source) => return Err(NamespaceError::Join { path, source }),
+        }
+    }
+    for (flag, path, fd) in user.into_iter().chain(later) {
         setns(&fd, flag).map_err(|source| NamespaceError::Join { path, source })?;
     }
     Ok(())
@@ -191,4 +220,41 @@ pub fn write_id_maps(pid: Pid, plan: &NamespacePlan) -> Result<(), NamespaceErro
             .map_err(|source| NamespaceError::IdMap { path, source })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(namespaces: serde_json::Value) -> NamespacePlan {
+        let linux: Linux =
+            serde_json::from_value(serde_json::json!({ "namespaces": namespaces })).unwrap();
+        NamespacePlan::from_spec(Some(&linux))
+    }
+
+    #[test]
+    fn clone3_makes_the_new_namespaces_but_the_cgroup_one() {
+        let p = plan(serde_json::json!([
+            {"type": "pid"}, {"type": "mount"}, {"type": "network"}, {"type": "cgroup"}
+        ]));
+        assert_eq!(
+            p.born_with(),
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET
+        );
+    }
+
+    #[test]
+    fn joins_user_and_time_namespaces_keep_the_step_by_step_way() {
+        for namespaces in [
+            serde_json::json!([{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}]),
+            serde_json::json!([{"type": "pid"}, {"type": "user"}]),
+            serde_json::json!([{"type": "pid"}, {"type": "time"}]),
+        ] {
+            assert_eq!(
+                plan(namespaces.clone()).born_with(),
+                CloneFlags::empty(),
+                "{namespaces}"
+            );
+        }
+    }
 }

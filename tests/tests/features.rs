@@ -46,6 +46,8 @@ fn features_lists_what_rcrun_supports_and_each_claim_holds() -> Result<()> {
         .is_some_and(|a| a.contains(&json!("SCMP_ACT_NOTIFY"))));
     assert_eq!(linux["apparmor"]["enabled"], false);
     assert_eq!(linux["selinux"]["enabled"], false);
+    // Kernel 5.12+ (mount_setattr); tests/tests/idmap.rs runs id-mapped mounts.
+    assert_eq!(linux["mountExtensions"]["idmap"]["enabled"], true);
     // Every advertised mount option is accepted on a real tmpfs mount.
     let options: Vec<String> = f["mountOptions"]
         .as_array()
@@ -60,6 +62,9 @@ fn features_lists_what_rcrun_supports_and_each_claim_holds() -> Result<()> {
                 "ro",
                 "unbindable",
                 "runbindable",
+                // Bind mounts in a user namespace only; tests/tests/idmap.rs holds them to it.
+                "idmap",
+                "ridmap",
             ]
             .contains(&o.as_str())
         })

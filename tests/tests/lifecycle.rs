@@ -452,3 +452,43 @@ fn spec_rootless_has_a_user_namespace() -> Result<()> {
     );
     Ok(())
 }
+
+/// Real-time signals reach the container by name and by number: systemd images stop on
+/// `SIGRTMIN+3` (their STOPSIGNAL), which containerd and rcri pass to `kill` as given.
+#[test]
+fn kill_sends_real_time_signals() -> Result<()> {
+    // glibc's SIGRTMIN is 34 (it keeps 32 and 33 for itself), as the container's sh sees it.
+    for (signal, number) in [("SIGRTMIN+3", 37), ("RTMAX-1", 63), ("40", 40)] {
+        let mut bundle = Bundle::new()?;
+        bundle.sh(&format!(
+            "trap 'exit {}' {number}; while :; do sleep 0.05; done",
+            number - 30
+        ));
+        bundle.write()?;
+        let rt = Runtime::new()?;
+        let id = unique_id("rtsig");
+        rt.track(&id);
+        let mut cmd = rt.command(&["run", "--bundle"]);
+        cmd.arg(bundle.path()).arg(&id);
+        let runner = std::thread::spawn(move || run_command(&mut cmd, COMMAND_TIMEOUT));
+        let started = rt.wait_status(&id, "running", WAIT_TIMEOUT);
+        // The trap must be set before the signal comes: sh sets it first thing.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let killed = started.and_then(|_| rt.kill(&id, signal)?.ok());
+        if killed.is_err() {
+            let _ = rt.kill(&id, "KILL");
+        }
+        let out = runner.join().expect("run thread panicked")?;
+        killed.with_context(|| format!("kill {signal}"))?;
+        assert_eq!(out.code(), number - 30, "kill {signal}: {out}");
+    }
+    let rt = Runtime::new()?;
+    for bad in ["RTMIN+99", "0", "65"] {
+        let out = rt.kill("no-such-container-rt", bad)?;
+        assert!(
+            !out.success() && out.stderr.contains("unknown signal"),
+            "{bad}: {out}"
+        );
+    }
+    Ok(())
+}

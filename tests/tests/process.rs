@@ -326,3 +326,26 @@ fn kill_delivers_the_signal_to_the_process() -> Result<()> {
     assert_eq!(fs::read_to_string(shared.join("usr1"))?, "got-usr1\n");
     Ok(())
 }
+
+/// The container of a foreground `run` reads the caller's stdin (what containerd's shim and
+/// `rcri monitor` hand it): rcrun must neither close nor replace fd 0 on its way (a regression:
+/// an fsconfig result of 0 wrapped as an fd closed it).
+#[test]
+fn run_passes_the_callers_stdin_to_the_container() -> Result<()> {
+    let mut bundle = Bundle::new()?;
+    bundle.args(&["/bin/cat"]);
+    bundle.write()?;
+    let rt = Runtime::new()?;
+    let id = unique_id("stdin");
+    let mut input = tempfile::tempfile()?;
+    io::Write::write_all(&mut input, b"through stdin\n")?;
+    io::Seek::seek(&mut input, io::SeekFrom::Start(0))?;
+    let mut cmd = rt.command(&["run", "--bundle"]);
+    cmd.arg(bundle.path()).arg(&id);
+    cmd.stdin(input);
+    let out = cmd.output()?;
+    let _ = rt.delete_force(&id);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+    Ok(())
+}

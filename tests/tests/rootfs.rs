@@ -372,3 +372,72 @@ fn rootfs_propagation_is_applied() -> Result<()> {
     }
     Ok(())
 }
+
+/// A tmpfs mounted on the host under a temp dir, unmounted (lazily) when dropped.
+struct HostSubmount(std::path::PathBuf);
+
+impl HostSubmount {
+    fn new(at: std::path::PathBuf) -> Result<HostSubmount> {
+        fs::create_dir_all(&at)?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            &at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m,mode=777"),
+        )?;
+        Ok(HostSubmount(at))
+    }
+}
+
+impl Drop for HostSubmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn rro_makes_submounts_read_only_where_ro_does_not() -> Result<()> {
+    let src = temp_dir("rro")?;
+    let sub = HostSubmount::new(src.path().join("sub"))?;
+    // The subshells: the shell itself reports a failed redirection, on its own stderr.
+    let write_both = "(echo top > /mnt/b/top) 2>&1; echo top=$?; \
+                      (echo sub > /mnt/b/sub/f) 2>&1; echo sub=$?; cat /proc/self/mountinfo";
+
+    let mut bundle = Bundle::new()?;
+    bundle.bind(src.path(), "/mnt/b", &["rro"]);
+    let out = run_sh(&mut bundle, write_both)?;
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("top=1"), "{out}");
+    assert!(
+        out.stdout.contains("sub=1"),
+        "submount writable under rro: {out}"
+    );
+    assert_eq!(
+        out.stdout.matches("Read-only file system").count(),
+        2,
+        "not EROFS: {out}"
+    );
+    let sub_line = mount_line(&out, "/mnt/b/sub").expect("the submount was not bound in");
+    assert!(
+        sub_line.options.split(',').any(|o| o == "ro"),
+        "{}",
+        sub_line.line
+    );
+    assert!(!src.path().join("top").exists() && !sub.0.join("f").exists());
+    // Only the container's copy became read-only: the host's submount still takes writes.
+    fs::write(sub.0.join("host"), "still writable")?;
+    fs::remove_file(sub.0.join("host"))?;
+
+    let mut bundle = Bundle::new()?;
+    bundle.bind(src.path(), "/mnt/b", &["ro"]);
+    let out = run_sh(&mut bundle, write_both)?;
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("top=1"), "{out}");
+    assert!(
+        out.stdout.contains("sub=0"),
+        "plain ro reached the submount: {out}"
+    );
+    assert_eq!(fs::read_to_string(sub.0.join("f"))?, "sub\n");
+    Ok(())
+}

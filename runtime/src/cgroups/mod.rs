@@ -9,7 +9,7 @@
 //!
 //! Only the container's own directory (and whatever the container created below it) is ever
 //! removed, and no other cgroup is ever written to: `enter` and `add_task` write only the
-//! container's own `cgroup.procs`.
+//! container's own `cgroup.procs` (or, for `enter` on v1, its `tasks`).
 mod devices_v2;
 mod host;
 mod resources;
@@ -357,11 +357,26 @@ impl Cgroup {
         }
     }
 
-    /// Moves the calling process into the cgroup (writes 0 to each cgroup.procs).
-    /// Called in the forked child before it joins or creates any namespace.
+    /// Moves the calling process into the cgroup. Called in the container's first process
+    /// before it joins any namespace or makes its cgroup namespace; the caller must be
+    /// single-threaded (a fresh fork is).
+    ///
+    /// On v1 it writes 0 to `tasks` rather than `cgroup.procs`: moving one thread that is the
+    /// writer itself lets the kernel skip the global threadgroup lock, whose write side waits
+    /// for an RCU grace period (5–20 ms here, the largest single cost of a `run`). For a
+    /// single-threaded process, moving its one thread moves the process. v2 has no `tasks`
+    /// (its `cgroup.threads` only moves threads within a threaded subtree), so there it is
+    /// `cgroup.procs`; v2 hosts normally use CLONE_INTO_CGROUP and never get here.
     pub fn enter(&self) -> Result<(), CgroupError> {
         for dir in &self.paths.dirs {
-            write_file(&dir.join("cgroup.procs"), "0")?;
+            match write_file(&dir.join("tasks"), "0") {
+                Err(CgroupError::Write { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    write_file(&dir.join("cgroup.procs"), "0")?
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -518,10 +533,10 @@ impl Cgroup {
     /// `delete --force`). SIGKILL on v2 uses `cgroup.kill` when the kernel has it (5.14+),
     /// which also catches tasks forked while the list was being read. Frozen v1 tasks only
     /// act on SIGKILL once thawed, so a frozen cgroup is thawed after the kill.
-    pub fn signal_all(&self, signal: nix::sys::signal::Signal) -> Result<(), CgroupError> {
-        use nix::sys::signal::Signal;
+    pub fn signal_all(&self, signal: crate::signal::KillSignal) -> Result<(), CgroupError> {
+        use crate::signal::KillSignal;
         let layout = self.layout()?;
-        if signal == Signal::SIGKILL && layout.version == CgroupVersion::V2 {
+        if signal == KillSignal::KILL && layout.version == CgroupVersion::V2 {
             if let Some(p) = layout.placements.first() {
                 let kill_file = p.dir.join("cgroup.kill");
                 if kill_file.exists() {
@@ -530,7 +545,7 @@ impl Cgroup {
             }
         }
         for pid in self.pids()? {
-            match nix::sys::signal::kill(pid, signal) {
+            match signal.send(pid) {
                 Ok(()) | Err(nix::Error::ESRCH) => {}
                 Err(source) => {
                     return Err(CgroupError::Signal {
@@ -540,7 +555,7 @@ impl Cgroup {
                 }
             }
         }
-        if signal == Signal::SIGKILL && self.is_frozen()? {
+        if signal == KillSignal::KILL && self.is_frozen()? {
             self.thaw()?;
         }
         Ok(())

@@ -4,9 +4,8 @@
 //! detached overlayfs view of its own directory: the file is the same inode's data through a
 //! mount that cannot be written, and the mount has no path anyone can reach afterwards.
 //! When the binary already lives on a read-only mount, nothing is done at all.
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Set in the re-executed process so it does not loop.
@@ -51,8 +50,9 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    // Without overlayfs (or mounts: e.g. inside a user namespace) fall back to a sealed
-    // in-memory copy, as runc does: slower and costs memory, but never unprotected.
+    // Without overlayfs or the mount API (kernels before 5.2; user namespaces before 5.11)
+    // fall back to a sealed in-memory copy, as runc does: slower and costs memory, but never
+    // unprotected.
     let fd = match open_sealed(&exe) {
         Ok(fd) => fd,
         Err(e) => {
@@ -86,88 +86,101 @@ pub fn ensure_sealed() -> Result<(), SealError> {
     })
 }
 
-fn sys(action: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SealError {
-    let path = path.to_path_buf();
-    move |source| SealError::Sys {
-        action,
-        path,
-        source,
-    }
-}
-
-/// Opens `exe` through a read-only overlayfs of its directory. All of it happens in a private
-/// mount namespace that we leave again before returning, so the host sees nothing even if we
-/// are killed halfway; the returned fd keeps the overlay alive once that namespace is gone.
+/// Opens `exe` through a read-only overlayfs of its directory, made with the mount API
+/// (fsopen/fsmount): the overlay is never attached anywhere, so nothing is mounted on the
+/// host, no private mount namespace is needed, and nothing has to be unmounted afterwards (an
+/// unshare + tmpfs + lazy umount per start cost up to a few milliseconds of RCU waiting). The
+/// returned fd alone keeps the overlay alive.
 fn open_sealed(exe: &Path) -> Result<OwnedFd, SealError> {
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let name = exe.file_name().unwrap_or_default();
-    // We return to the caller's mount namespace afterwards (hooks and everything else must
-    // run there, as with runc); the fd we return keeps the overlay alive on its own.
-    let home = nix::fcntl::open(
-        "/proc/self/ns/mnt",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(sys("open", Path::new("/proc/self/ns/mnt")))?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(sys("unshare a mount namespace for", exe))?;
-    let opened = overlay_open(exe, dir, name);
-    // Whatever happened in there, we go home: the private namespace dies with its mounts.
-    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(sys("return to the caller's mount namespace from", exe))?;
-    opened
-}
-
-/// In our private mount namespace: the read-only overlay view of `dir`, and `name` in it.
-fn overlay_open(exe: &Path, dir: &Path, name: &std::ffi::OsStr) -> Result<OwnedFd, SealError> {
-    // A scratch tmpfs for the overlay's mount point and its second, empty lower layer
-    // (overlayfs without an upper layer needs two lower ones, and they must not overlap
-    // the binary's directory).
-    let scratch = ["/tmp", "/run", "/var/tmp", "/mnt", "/dev/shm"]
+    // overlayfs without an upper layer needs two lower ones, and they must not overlap. The
+    // second is any other directory: it lies below the binary's, so nothing in it can shadow
+    // the binary, and nobody can reach the overlay to look at it.
+    let filler = ["/run", "/tmp", "/var/tmp", "/mnt", "/dev/shm"]
         .iter()
         .map(Path::new)
         .find(|d| d.is_dir() && !dir.starts_with(d) && !d.starts_with(dir))
         .ok_or_else(|| SealError::Sys {
-            action: "find a scratch directory to seal",
+            action: "find a second overlay layer to seal",
             path: exe.to_path_buf(),
             source: nix::Error::ENOENT,
         })?;
-    mount(
-        Some("tmpfs"),
-        scratch,
-        Some("tmpfs"),
-        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-        Some("size=16k,mode=700"),
-    )
-    .map_err(sys("mount scratch tmpfs on", scratch))?;
-    let opened = (|| {
-        let mnt = scratch.join("m");
-        let empty = scratch.join("e");
-        for d in [&mnt, &empty] {
-            std::fs::create_dir(d).map_err(|source| SealError::Io {
-                action: "create",
-                path: d.clone(),
-                source,
-            })?;
+    let sys = |action: &'static str| {
+        let path = exe.to_path_buf();
+        move |source| SealError::Sys {
+            action,
+            path,
+            source,
         }
-        let data = format!("lowerdir={}:{}", escape(dir), escape(&empty));
-        mount(
-            Some("overlay"),
-            &mnt,
-            Some("overlay"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-            Some(data.as_str()),
+    };
+    // SAFETY: a NUL-terminated fs name and flags; the kernel returns a new fd or -1.
+    let ctx =
+        cvt(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), libc::FSOPEN_CLOEXEC) })
+            .map_err(sys("open an overlayfs context to seal"))?;
+    let lower = format!("{}:{}", escape(dir), escape(filler));
+    fs_set(&ctx, c"lowerdir", &lower).map_err(sys("configure the sealing overlay for"))?;
+    // Layers on different filesystems would make overlayfs log xino warnings; we need no
+    // inode numbers from it. Older kernels without the option are fine as they are.
+    let _ = fs_set(&ctx, c"xino", "off");
+    // SAFETY: fsconfig(CMD_CREATE) on the context fd we own, no key or value. It returns 0, not
+    // an fd: through cvt() it would become an OwnedFd of fd 0 and close our stdin on drop.
+    nix::errno::Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
         )
-        .map_err(sys("mount sealing overlay on", &mnt))?;
-        nix::fcntl::open(
-            &mnt.join(name),
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
+    })
+    .map_err(sys("create the sealing overlay for"))?;
+    let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOSUID;
+    // SAFETY: fsmount on the context fd we own; returns a new (detached) mount fd or -1.
+    let mnt = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            ctx.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attrs,
         )
-        .map_err(sys("open sealed", exe))
-    })();
-    umount2(scratch, MntFlags::MNT_DETACH).map_err(sys("detach scratch tmpfs from", scratch))?;
-    opened
+    })
+    .map_err(sys("mount the sealing overlay for"))?;
+    nix::fcntl::openat(
+        &mnt,
+        name,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("open sealed"))
+}
+
+/// A syscall's fd result, or its errno.
+fn cvt(r: libc::c_long) -> Result<OwnedFd, nix::Error> {
+    if r < 0 {
+        return Err(nix::Error::last());
+    }
+    let fd = i32::try_from(r).map_err(|_| nix::Error::EBADF)?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// fsconfig(FSCONFIG_SET_STRING, key, value) on a filesystem context.
+fn fs_set(ctx: &OwnedFd, key: &std::ffi::CStr, value: &str) -> Result<(), nix::Error> {
+    let value = CString::new(value).map_err(|_| nix::Error::EINVAL)?;
+    // SAFETY: NUL-terminated key and value that outlive the call, on a context fd we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            libc::FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
+    };
+    nix::errno::Errno::result(r).map(|_| ())
 }
 
 /// A copy of `exe` in a memfd that can never be written again (F_SEAL_WRITE and friends).
@@ -210,11 +223,11 @@ fn sealed_copy(exe: &Path) -> Result<OwnedFd, SealError> {
     Ok(OwnedFd::from(dst))
 }
 
-/// overlayfs option values treat ',' and ':' as separators.
+/// overlayfs splits lowerdir on ':' (and takes '\\' as its escape); through fsconfig there is
+/// no ',' splitting to escape.
 fn escape(p: &Path) -> String {
     p.to_string_lossy()
         .replace('\\', "\\\\")
-        .replace(',', "\\,")
         .replace(':', "\\:")
 }
 
@@ -222,6 +235,22 @@ fn escape(p: &Path) -> String {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_overlay_view_is_the_binary_and_refuses_writes() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let fd = open_sealed(&exe).expect("fsopen overlay (needs root and overlayfs)");
+        let through = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let sealed = std::fs::metadata(&through).unwrap();
+        assert_eq!(sealed.len(), std::fs::metadata(&exe).unwrap().len());
+        let vfs = nix::sys::statvfs::statvfs(through.as_str()).unwrap();
+        assert!(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&through)
+            .expect_err("a sealed view must refuse writes");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
 
     #[test]
     fn the_memfd_fallback_is_a_sealed_copy() {

@@ -6,6 +6,7 @@ use super::{console, fifo, InitConfig, ProcessError};
 use crate::hooks::HookKind;
 use crate::namespaces;
 use crate::seccomp::SeccompPlan;
+use nix::sched::CloneFlags;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::{chdir, fork, getcwd, ForkResult, Gid, Uid};
 use std::ffi::CString;
@@ -19,6 +20,8 @@ pub struct InitFds {
     pub console: Option<OwnedFd>,
     /// Born inside the container's cgroup (clone3 with CLONE_INTO_CGROUP): nothing to enter.
     pub in_cgroup: bool,
+    /// Namespaces clone3 already created for us (empty after a plain fork).
+    pub born_in: CloneFlags,
 }
 
 /// Formats an error with its causes, the way the parent prints it.
@@ -51,12 +54,28 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
     // container (which may share our pid namespace) from opening it (CVE-2019-5736).
     nix::sys::prctl::set_dumpable(false).map_err(|e| ProcessError::Sys("clear dumpable", e))?;
     close_inherited_fds(cfg, fds)?;
-    // Before any namespace: cgroup files belong to the host, and the cgroup namespace must be
-    // rooted at the container's own cgroup.
+    // Before any namespace we make: the cgroup namespace must be rooted at the container's
+    // own cgroup. (Those clone3 made already change nothing here: a copied mount namespace
+    // still shows the host's cgroup files, and "0" means this process in any pid namespace.)
     if !fds.in_cgroup && !cfg.late_cgroup {
         cfg.cgroup.enter()?;
     }
+    // Here, not in the init: lowering it needs CAP_SYS_RESOURCE over the host, which entering
+    // a user namespace takes away; the init inherits the value through the fork.
+    if let Some(adj) = cfg.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|source| {
+            ProcessError::Io {
+                action: "set oom_score_adj",
+                path: PathBuf::from("/proc/self/oom_score_adj"),
+                source,
+            }
+        })?;
+    }
     let joins = cfg.ns.open_joins()?;
+    // Last moment with the host's privileges, which id-mapping a mount needs.
+    if let Some(rootfs) = &cfg.rootfs {
+        crate::rootfs::idmap::prepare(&rootfs.mounts)?;
+    }
     namespaces::join(joins)?;
     if cfg.ns.new_user {
         namespaces::unshare_flags(nix::sched::CloneFlags::CLONE_NEWUSER)?;
@@ -77,9 +96,12 @@ fn stage1_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infalli
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
             .map_err(|e| ProcessError::Sys("become uid 0 in the user namespace", e))?;
     }
-    namespaces::unshare_flags(cfg.ns.new)?;
+    namespaces::unshare_flags(cfg.ns.new - fds.born_in)?;
     namespaces::write_time_offsets(&cfg.ns)?;
-    if cfg.ns.needs_fork() {
+    if fds.born_in.contains(CloneFlags::CLONE_NEWPID) {
+        // Already pid 1 of the container; the parent has our pid from clone3.
+        init(cfg, fds)
+    } else if cfg.ns.needs_fork() {
         // The init shares the sync socket with us: it must not speak before the parent has
         // learnt its pid from us, or a fast init's Ready (or hook request) overtakes InitPid.
         let (pid_sent_r, pid_sent_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -142,15 +164,6 @@ fn init_inner(cfg: &InitConfig, fds: &InitFds) -> Result<std::convert::Infallibl
         set_domainname(d)?;
     }
     crate::sysctl::apply(&cfg.sysctl)?;
-    if let Some(adj) = cfg.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|source| {
-            ProcessError::Io {
-                action: "set oom_score_adj",
-                path: PathBuf::from("/proc/self/oom_score_adj"),
-                source,
-            }
-        })?;
-    }
     if let Some(rootfs) = &cfg.rootfs {
         rootfs.prepare()?;
     }

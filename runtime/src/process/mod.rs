@@ -17,6 +17,7 @@ use crate::rlimits::{Rlimit, RlimitError};
 use crate::rootfs::{RootfsError, RootfsPlan};
 use crate::seccomp::{SeccompError, SeccompPlan};
 use crate::sysctl::SysctlError;
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -150,17 +151,32 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Forks; on cgroup v2 with clone3 the child is born inside the container's cgroup, so it is
-/// never counted against (or frozen with) the caller's, and no cgroup.procs write is needed.
-/// Returns whether that happened; on older kernels it falls back to a plain fork.
-fn fork_into(cgroup: Option<OwnedFd>) -> Result<(ForkResult, bool), ProcessError> {
-    if let Some(fd) = &cgroup {
+/// How the first child was born.
+struct Born {
+    forked: ForkResult,
+    /// Inside the container's cgroup already (CLONE_INTO_CGROUP).
+    in_cgroup: bool,
+    /// The namespaces it was created in (see `NamespacePlan::born_with`).
+    ns: CloneFlags,
+}
+
+/// Forks the first child. With clone3 it is born inside the container's cgroup on v2 (so it is
+/// never counted against, or frozen with, the caller's, and no cgroup.procs write is needed)
+/// and in the namespaces `ns` (so a new pid namespace needs no second fork). If clone3 refuses
+/// (old kernels, or a namespace or cgroup it cannot make), it falls back to a plain fork and
+/// the child does it all itself, reporting any error properly from there.
+fn fork_into(cgroup: Option<OwnedFd>, ns: CloneFlags) -> Result<Born, ProcessError> {
+    if cgroup.is_some() || !ns.is_empty() {
         let mut args = CloneArgs {
-            flags: CLONE_INTO_CGROUP,
+            // CloneFlags are c_int; the namespace bits are all positive.
+            flags: u64::from(ns.bits().unsigned_abs()),
             exit_signal: libc::SIGCHLD as u64,
-            cgroup: std::os::fd::AsRawFd::as_raw_fd(fd) as u64,
             ..Default::default()
         };
+        if let Some(fd) = &cgroup {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = std::os::fd::AsRawFd::as_raw_fd(fd) as u64;
+        }
         // SAFETY: without CLONE_VM, clone3 duplicates the process like fork (the child
         // continues on its copy of this stack); rcrun is single-threaded, so no lock is held.
         let r = unsafe {
@@ -170,27 +186,35 @@ fn fork_into(cgroup: Option<OwnedFd>) -> Result<(ForkResult, bool), ProcessError
                 std::mem::size_of::<CloneArgs>(),
             )
         };
-        match r {
-            0 => return Ok((ForkResult::Child, true)),
-            p if p > 0 => {
-                let child = Pid::from_raw(p as i32);
-                return Ok((ForkResult::Parent { child }, true));
-            }
+        let forked = match r {
+            0 => Some(ForkResult::Child),
+            p if p > 0 => Some(ForkResult::Parent {
+                child: Pid::from_raw(p as i32),
+            }),
             _ => {
-                let e = nix::Error::last();
-                // Kernels without clone3 or CLONE_INTO_CGROUP: the child enters by itself.
-                if !matches!(
-                    e,
-                    nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
-                ) {
-                    return Err(ProcessError::Sys("clone3 into the container's cgroup", e));
-                }
+                log::debug!(
+                    "clone3 ({ns:?}, into cgroup: {}) failed: {}; forking instead",
+                    cgroup.is_some(),
+                    nix::Error::last()
+                );
+                None
             }
+        };
+        if let Some(forked) = forked {
+            return Ok(Born {
+                forked,
+                in_cgroup: cgroup.is_some(),
+                ns,
+            });
         }
     }
     // SAFETY: rcrun is single-threaded, so the child may allocate and run our code.
-    let r = unsafe { fork() }.map_err(|e| ProcessError::Sys("fork", e))?;
-    Ok((r, false))
+    let forked = unsafe { fork() }.map_err(|e| ProcessError::Sys("fork", e))?;
+    Ok(Born {
+        forked,
+        in_cgroup: false,
+        ns: CloneFlags::empty(),
+    })
 }
 
 /// Forks the container's init and waits until it is set up. Returns its pid (in our pid
@@ -209,8 +233,8 @@ pub fn spawn(
     } else {
         cfg.cgroup.v2_dir_fd()
     };
-    let (forked, in_cgroup) = fork_into(target)?;
-    match forked {
+    let born = fork_into(target, cfg.ns.born_with())?;
+    match born.forked {
         ForkResult::Child => {
             drop(parent);
             init::stage1(
@@ -219,7 +243,8 @@ pub fn spawn(
                     sync: child,
                     fifo,
                     console,
-                    in_cgroup,
+                    in_cgroup: born.in_cgroup,
+                    born_in: born.ns,
                 },
             )
         }
@@ -227,9 +252,12 @@ pub fn spawn(
             drop(child);
             drop(fifo);
             drop(console);
+            // Born in its pid namespace, the child is the init itself; it knows itself only
+            // as pid 1 there, so it reports nothing and we already know.
+            let pid_known = born.ns.contains(CloneFlags::CLONE_NEWPID);
             let mut guard = SpawnGuard {
                 stage1,
-                init: None,
+                init: pid_known.then_some(stage1),
                 armed: true,
             };
             let mut seccomp_fd: Option<OwnedFd> = None;
@@ -239,6 +267,11 @@ pub fn spawn(
                     Some(Message::UsernsReady) => {
                         namespaces::write_id_maps(stage1, &cfg.ns)?;
                         parent.send(&Message::MappingDone)?;
+                    }
+                    Some(Message::InitPid(_)) if pid_known => {
+                        return Err(ProcessError::Protocol(
+                            "init-pid from an init born in its pid namespace".into(),
+                        ))
                     }
                     Some(Message::InitPid(p)) => guard.init = Some(Pid::from_raw(p)),
                     Some(Message::SeccompFd) => {

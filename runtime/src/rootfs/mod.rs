@@ -1,5 +1,6 @@
 //! The container's filesystem view: mounts, /dev, pivot_root, masked and read-only paths.
 mod dev;
+pub mod idmap;
 mod mount;
 mod path;
 mod pivot;
@@ -63,12 +64,13 @@ impl RootfsPlan {
     ) -> Result<Self, RootfsError> {
         let spec = &bundle.spec;
         let linux = spec.linux().as_ref();
-        let mounts = spec
+        let mut mounts = spec
             .mounts()
             .iter()
             .flatten()
             .map(MountEntry::from_spec)
             .collect::<Result<Vec<_>, _>>()?;
+        idmap::inherit_container_mappings(&mut mounts, linux)?;
         let default_devices = !mounts
             .iter()
             .any(|m| m.is_bind() && m.destination == Path::new("/dev"));

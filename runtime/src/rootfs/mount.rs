@@ -4,6 +4,7 @@ use super::path::{create_mount_point, fd_path, open_inside, secure_join};
 use super::RootfsError;
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Mount;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A mount with its options already understood.
@@ -16,6 +17,10 @@ pub struct MountEntry {
     pub flags: MsFlags,
     pub data: String,
     pub propagation: Vec<MsFlags>,
+    /// Attributes applied to the mount and every mount below it (`rro`, `rnosuid`...).
+    pub recursive: MountAttr,
+    /// Set for an id-mapped bind mount (see idmap.rs).
+    pub idmap: Option<super::idmap::IdmapRequest>,
 }
 
 /// Every option name [`MountEntry::from_spec`] understands (for `rcrun features`).
@@ -57,6 +62,28 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "rslave",
     "unbindable",
     "runbindable",
+];
+
+/// The recursive options (runc 1.1+, crun): mount_setattr(2) with AT_RECURSIVE, so that they
+/// reach the submounts a `rbind` brings along, which a plain remount never touches. `ratime`,
+/// `rnorelatime` and `rnostrictatime` are left out: the kernel only sets one atime mode at a
+/// time, and "clear this one" does not say which to use instead.
+const RECURSIVE_OPTIONS: &[&str] = &[
+    "rro",
+    "rrw",
+    "rnosuid",
+    "rsuid",
+    "rnodev",
+    "rdev",
+    "rnoexec",
+    "rexec",
+    "rnodiratime",
+    "rdiratime",
+    "rnoatime",
+    "rrelatime",
+    "rstrictatime",
+    "rnosymfollow",
+    "rsymfollow",
 ];
 
 enum Opt {
@@ -117,9 +144,121 @@ pub fn parse_propagation(name: &str) -> Option<MsFlags> {
     })
 }
 
+/// The `struct mount_attr` of mount_setattr(2): libc does not define it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+// From linux/mount.h.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
+
+impl MountAttr {
+    /// Folds one recursive option in; a later option overrides an earlier one, as with flags.
+    /// None if `name` is not one of [`RECURSIVE_OPTIONS`].
+    fn apply(&mut self, name: &str) -> Option<()> {
+        let (set, attr) = match name {
+            "rro" => (true, MOUNT_ATTR_RDONLY),
+            "rrw" => (false, MOUNT_ATTR_RDONLY),
+            "rnosuid" => (true, MOUNT_ATTR_NOSUID),
+            "rsuid" => (false, MOUNT_ATTR_NOSUID),
+            "rnodev" => (true, MOUNT_ATTR_NODEV),
+            "rdev" => (false, MOUNT_ATTR_NODEV),
+            "rnoexec" => (true, MOUNT_ATTR_NOEXEC),
+            "rexec" => (false, MOUNT_ATTR_NOEXEC),
+            "rnodiratime" => (true, MOUNT_ATTR_NODIRATIME),
+            "rdiratime" => (false, MOUNT_ATTR_NODIRATIME),
+            "rnosymfollow" => (true, MOUNT_ATTR_NOSYMFOLLOW),
+            "rsymfollow" => (false, MOUNT_ATTR_NOSYMFOLLOW),
+            // The atime mode is a field, not a bit: the kernel wants it cleared whole and
+            // exactly one mode set.
+            "rnoatime" | "rrelatime" | "rstrictatime" => {
+                let mode = match name {
+                    "rnoatime" => MOUNT_ATTR_NOATIME,
+                    "rstrictatime" => MOUNT_ATTR_STRICTATIME,
+                    _ => MOUNT_ATTR_RELATIME,
+                };
+                self.attr_set = (self.attr_set & !MOUNT_ATTR_ATIME_MASK) | mode;
+                self.attr_clr |= MOUNT_ATTR_ATIME_MASK;
+                return Some(());
+            }
+            _ => return None,
+        };
+        if set {
+            self.attr_set |= attr;
+            self.attr_clr &= !attr;
+        } else {
+            self.attr_clr |= attr;
+            self.attr_set &= !attr;
+        }
+        Some(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.attr_set == 0 && self.attr_clr == 0
+    }
+
+    /// mount_setattr(2) with AT_RECURSIVE on the mount at `path` (an O_PATH fd of its root,
+    /// opened after mounting, so that the mount itself and not the one under it is changed).
+    fn apply_recursively(&self, fd: &OwnedFd, path: &Path) -> Result<(), RootfsError> {
+        // SAFETY: the path is a NUL-terminated static string, `self` a live, properly laid
+        // out struct mount_attr whose size is passed along.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                self as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(RootfsError::Sys {
+                action: "set recursive mount attributes (mount_setattr) on",
+                path: path.to_path_buf(),
+                source: nix::Error::last(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether this kernel has mount_setattr(2) (5.12+): without it the recursive options cannot
+/// be honoured and are not advertised. An invalid fd makes the probe fail harmlessly with
+/// EBADF, or with ENOSYS when the call does not exist.
+fn recursive_options_supported() -> bool {
+    let attr = MountAttr::default();
+    // SAFETY: as in apply_recursively; fd -1 is never dereferenced by the kernel.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    !(rc < 0 && nix::Error::last() == nix::Error::ENOSYS)
+}
+
 /// Options that mean something to runc or to newer kernels but that this build does not do.
 fn unsupported_option(name: &str) -> bool {
-    matches!(name, "tmpcopyup" | "idmap" | "ridmap")
+    matches!(name, "tmpcopyup")
         || (name.len() > 1
             && name.starts_with('r')
             && !matches!(
@@ -130,12 +269,34 @@ fn unsupported_option(name: &str) -> bool {
 }
 
 impl MountEntry {
+    /// Every option name [`MountEntry::from_spec`] accepts here, on this kernel (for
+    /// `rcrun features`).
+    pub fn supported_options() -> Vec<&'static str> {
+        let mut all = KNOWN_OPTIONS.to_vec();
+        if recursive_options_supported() {
+            all.extend_from_slice(RECURSIVE_OPTIONS);
+        }
+        if super::idmap::supported() {
+            all.extend_from_slice(&["idmap", "ridmap"]);
+        }
+        all
+    }
+
     pub fn from_spec(m: &Mount) -> Result<Self, RootfsError> {
         let destination = Path::new("/").join(m.destination());
         let mut flags = MsFlags::empty();
         let mut data = Vec::new();
         let mut propagation = Vec::new();
+        let mut recursive = MountAttr::default();
+        let mut idmap_option = None;
         for opt in m.options().iter().flatten() {
+            if recursive.apply(opt).is_some() {
+                continue;
+            }
+            if opt == "idmap" || opt == "ridmap" {
+                idmap_option = Some(opt == "ridmap");
+                continue;
+            }
             if unsupported_option(opt) {
                 return Err(RootfsError::NotImplemented(format!(
                     "mount option {opt:?} (on {})",
@@ -170,6 +331,8 @@ impl MountEntry {
             flags,
             data: data.join(","),
             propagation,
+            recursive,
+            idmap: super::idmap::IdmapRequest::from_mount(m, idmap_option),
         })
     }
 
@@ -188,14 +351,24 @@ impl MountEntry {
             .source
             .clone()
             .unwrap_or_else(|| PathBuf::from(&self.fstype));
-        let as_file = self.is_bind()
-            && std::fs::metadata(&source)
-                .map(|m| !m.is_dir())
-                .map_err(|source_err| RootfsError::Io {
-                    action: "stat bind mount source",
-                    path: source.clone(),
-                    source: source_err,
-                })?;
+        // An id-mapped source was opened with the host's privileges; the user namespace we are
+        // in now may not even be allowed to look it up.
+        let idmapped = self
+            .idmap
+            .as_ref()
+            .and_then(|_| super::idmap::take(&self.destination));
+        let as_file = if let Some(tree) = &idmapped {
+            !super::idmap::is_dir(tree, &source)?
+        } else {
+            self.is_bind()
+                && std::fs::metadata(&source)
+                    .map(|m| !m.is_dir())
+                    .map_err(|source_err| RootfsError::Io {
+                        action: "stat bind mount source",
+                        path: source.clone(),
+                        source: source_err,
+                    })?
+        };
         create_mount_point(&dest, as_file)?;
         let fd = open_inside(rootfs, &dest)?;
         let target = fd_path(&fd);
@@ -209,8 +382,12 @@ impl MountEntry {
         };
         if self.is_bind() {
             let bind = self.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-            mount(Some(&source), &target, None::<&str>, bind, None::<&str>)
-                .map_err(sys("bind mount"))?;
+            if let Some(tree) = idmapped {
+                super::idmap::attach(tree, &fd, &dest)?;
+            } else {
+                mount(Some(&source), &target, None::<&str>, bind, None::<&str>)
+                    .map_err(sys("bind mount"))?;
+            }
             // A bind mount ignores every other flag; they only take effect on a remount.
             let rest = self.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
             if !rest.is_empty() {
@@ -243,6 +420,10 @@ impl MountEntry {
             }
         }
         drop(fd);
+        if !self.recursive.is_empty() {
+            let mounted = open_inside(rootfs, &dest)?;
+            self.recursive.apply_recursively(&mounted, &dest)?;
+        }
         for p in &self.propagation {
             mount(None::<&str>, &dest, None::<&str>, *p, None::<&str>)
                 .map_err(sys("set mount propagation on"))?;
@@ -449,11 +630,33 @@ mod tests {
                 "{o}"
             );
         }
+        for o in RECURSIVE_OPTIONS {
+            assert!(MountAttr::default().apply(o).is_some(), "{o}");
+            assert!(entry("tmpfs", &[o]).is_ok(), "{o}");
+        }
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attributes_last_one_winning() {
+        let e = entry("bind", &["rbind", "rro", "rnosuid", "rnoatime", "ro"]).unwrap();
+        assert_eq!(
+            e.recursive.attr_set,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME
+        );
+        assert_eq!(e.recursive.attr_clr, MOUNT_ATTR_ATIME_MASK);
+        assert!(e.flags.contains(MsFlags::MS_RDONLY));
+        let e = entry("bind", &["rro", "rrw", "rstrictatime"]).unwrap();
+        assert_eq!(e.recursive.attr_set, MOUNT_ATTR_STRICTATIME);
+        assert_eq!(
+            e.recursive.attr_clr,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_ATIME_MASK
+        );
+        assert!(entry("bind", &["rbind"]).unwrap().recursive.is_empty());
     }
 
     #[test]
     fn options_we_do_not_implement_are_refused() {
-        for o in ["tmpcopyup", "idmap", "rro", "rnosuid"] {
+        for o in ["tmpcopyup", "ratime", "rnorelatime", "rsync"] {
             assert!(
                 matches!(entry("tmpfs", &[o]), Err(RootfsError::NotImplemented(_))),
                 "{o}"
