@@ -52,11 +52,14 @@ root:x:0:0:root:/root:/bin/sh
 user:x:1000:1000:user:/home/user:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
 PASSWD
+# user is also in group 50000, as in critest's test-image-predefined-group: the CRI
+# SupplementalGroupsPolicy tests (Merge adds it, Strict does not).
 cat >"$rootfs/etc/group" <<'GROUP'
 root:x:0:
 tty:x:5:
 user:x:1000:
 nogroup:x:65534:
+predefined:x:50000:user
 GROUP
 echo rcrun >"$rootfs/etc/hostname"
 cat >"$rootfs/etc/hosts" <<'HOSTS'
@@ -292,6 +295,7 @@ echo '{"imageLayoutVersion":"1.0.0"}' >"$oci/oci-layout"
 #   multiarch          OCI index: this machine's arch (busybox) + a stub for another arch
 #   multiarch-docker   the same as a Docker manifest list
 #   other-arch-only    OCI index with only the stub for another arch
+#   stopsignal         StopSignal SIGUSR1; its shell exits 42 on SIGUSR1 and ignores SIGTERM
 command -v zstd >/dev/null || die "zstd not found: run hack/setup.sh (package zstd)"
 ti=$tmp/test-images
 mkdir -p "$ti/blobs/sha256"
@@ -401,6 +405,11 @@ add_ref entrypoint "$OCI_M" "$m_h" "$m_s"
 read -r c_h c_s < <(mkconfig "$arch" "{$path_env,\"Cmd\":[\"id\"],\"User\":\"user\",\"WorkingDir\":\"/home/user\"}" "$diff_id")
 read -r m_h m_s < <(mkmanifest oci "$c_h" "$c_s" "$base_layer")
 add_ref user "$OCI_M" "$m_h" "$m_s"
+
+# As PID 1 the shell ignores SIGTERM (no handler); only the image's stop signal ends it early.
+read -r c_h c_s < <(mkconfig "$arch" "{$path_env,\"Cmd\":[\"sh\",\"-c\",\"trap 'exit 42' USR1; while :; do sleep 1 & wait \$!; done\"],\"StopSignal\":\"SIGUSR1\",\"WorkingDir\":\"/\"}" "$diff_id")
+read -r m_h m_s < <(mkmanifest oci "$c_h" "$c_s" "$base_layer")
+add_ref stopsignal "$OCI_M" "$m_h" "$m_s"
 
 # The many-layer image. Layer 2 (gzip) adds files, 3 (zstd) whites some out and makes a
 # directory opaque, 4 (uncompressed) adds more, 5 (gzip) removes a whole directory.

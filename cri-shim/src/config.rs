@@ -42,6 +42,8 @@ pub struct Config {
     pub streaming_addr: String,
     /// tracing filter, e.g. `info` or `rcri=debug`.
     pub log_level: String,
+    /// `text` (human-readable) or `json` (one object per line, for log shippers).
+    pub log_format: String,
     /// OCI image layouts imported into the image store at start (a stop-gap until registry pulls).
     pub import_layouts: Vec<PathBuf>,
     /// When an image is not in the store, copy this directory as the container's rootfs instead of
@@ -64,6 +66,7 @@ impl Default for Config {
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             streaming_addr: "127.0.0.1:0".to_string(),
             log_level: "info".to_string(),
+            log_format: "text".to_string(),
             import_layouts: Vec::new(),
             fallback_rootfs: None,
             registry: crate::image::RegistryConfig::default(),
@@ -114,6 +117,12 @@ impl Config {
                     path.display()
                 )));
             }
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log_format must be \"text\" or \"json\", got {:?}",
+                self.log_format
+            )));
         }
         self.registry
             .validate()

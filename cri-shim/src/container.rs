@@ -15,6 +15,7 @@ use std::time::Duration;
 use k8s_cri::v1::{
     security_profile::ProfileType, Capability, ContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, MountPropagation, NamespaceMode, PodSandboxConfig,
+    SupplementalGroupsPolicy,
 };
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -67,7 +68,7 @@ const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability the kernel defines (for privileged containers and "ALL").
+/// Every capability the kernel defines, in the kernel's numbering (index = CAP_* number).
 const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -201,11 +202,16 @@ struct ResolvedImage {
 
 fn resolve_image(ctx: &Context, reference: &str) -> Result<ResolvedImage, ContainerError> {
     match ctx.images.get(reference) {
-        Ok(image) => Ok(ResolvedImage {
-            id: image.id,
-            config: image.config,
-            from_store: true,
-        }),
+        Ok(image) => {
+            // Refused now rather than when StopContainer needs it.
+            crate::image::stop_signal::runtime_signal(&image.config.stop_signal)
+                .map_err(|e| invalid(format!("image {reference:?}: {e}")))?;
+            Ok(ResolvedImage {
+                id: image.id,
+                config: image.config,
+                from_store: true,
+            })
+        }
         Err(e) => match &ctx.config.fallback_rootfs {
             Some(_) => Ok(ResolvedImage {
                 id: reference.to_string(),
@@ -239,7 +245,7 @@ fn ns_mode(
 }
 
 /// Validation that needs no side effect, done before anything is made.
-fn validate(config: &ContainerConfig) -> Result<(), ContainerError> {
+pub fn validate(config: &ContainerConfig) -> Result<(), ContainerError> {
     let image = config
         .image
         .as_ref()
@@ -293,6 +299,7 @@ fn validate(config: &ContainerConfig) -> Result<(), ContainerError> {
         if m.image.is_some() {
             return Err(invalid("image volumes are not supported"));
         }
+        validate_recursive_read_only(m)?;
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(invalid("id-mapped mounts are not supported"));
         }
@@ -323,6 +330,12 @@ pub async fn create(
     _sandbox_config: Option<PodSandboxConfig>,
 ) -> Result<String, ContainerError> {
     validate(&config)?;
+    if config.mounts.iter().any(|m| m.recursive_read_only) && !runtime_supports_rro(ctx).await {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "recursive read-only mounts: the OCI runtime {} does not support the rro option",
+            ctx.runtime.binary.display()
+        )));
+    }
     let pod = sandbox::get(ctx, sandbox_id)?;
     if pod.state != SandboxState::Ready {
         return Err(ContainerError::FailedPrecondition(format!(
@@ -372,6 +385,7 @@ pub async fn create(
                 discard(ctx, &record);
                 return Err(e.into());
             }
+            crate::events::container(ctx, &record, crate::events::EventKind::Created);
             Ok(id)
         }
         Err(e) => {
@@ -416,7 +430,19 @@ fn write_bundle(
         .map_err(io_err(format!("create {}", record.bundle.display())))?;
     let rootfs = record.bundle.join("rootfs");
     if image.from_store {
-        tokio::task::block_in_place(|| ctx.images.mount_rootfs(&image.id, &record.id, &rootfs))?;
+        let userns_path = sandbox::userns_path(pod);
+        let userns = userns_path
+            .as_deref()
+            .zip(sandbox::userns_mappings(&pod.config))
+            .map(|(ns, (u, g))| crate::image::PodUserns {
+                ns,
+                root_uid: u.host_id,
+                root_gid: g.host_id,
+            });
+        tokio::task::block_in_place(|| {
+            ctx.images
+                .mount_rootfs_in_userns(&image.id, &record.id, &rootfs, userns)
+        })?;
     } else if let Some(src) = &ctx.config.fallback_rootfs {
         copy_tree(src, &rootfs)?;
     }
@@ -447,6 +473,26 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// "All capabilities" for privileged and add ALL: those in rcri's own bounding set, as
+/// containerd does (WithAllCurrentCapabilities). A capability outside it (e.g. CAP_SYS_RESOURCE
+/// when rcri itself runs in a container without it) cannot be granted: asking the kernel for it
+/// fails the whole container with EPERM.
+fn held_capabilities() -> Vec<String> {
+    let bounding = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 /// CRI capability names come with or without the CAP_ prefix, in any case.
 fn cap_name(name: &str) -> String {
     let upper = name.to_ascii_uppercase();
@@ -461,14 +507,14 @@ fn cap_name(name: &str) -> String {
 /// add ALL, drop ALL, the individual adds, the individual drops.
 fn capabilities(sc: &LinuxContainerSecurityContext) -> Result<Vec<String>, ContainerError> {
     if sc.privileged {
-        return Ok(ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect());
+        return Ok(held_capabilities());
     }
     let empty = Capability::default();
     let caps = sc.capabilities.as_ref().unwrap_or(&empty);
     let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
     let mut set: BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
     if caps.add_capabilities.iter().any(is_all) {
-        set = ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        set = held_capabilities().into_iter().collect();
     }
     if caps.drop_capabilities.iter().any(is_all) {
         set.clear();
@@ -488,6 +534,55 @@ fn capabilities(sc: &LinuxContainerSecurityContext) -> Result<Vec<String>, Conta
         set.remove(&name);
     }
     Ok(set.into_iter().collect())
+}
+
+/// containerd's rules: a recursive read-only mount must also be read-only, and private (a
+/// propagated submount would arrive after the attributes were set, writable).
+fn validate_recursive_read_only(m: &k8s_cri::v1::Mount) -> Result<(), ContainerError> {
+    if !m.recursive_read_only {
+        return Ok(());
+    }
+    if !m.readonly {
+        return Err(invalid(format!(
+            "mount {:?}: recursive_read_only needs readonly",
+            m.container_path
+        )));
+    }
+    if MountPropagation::try_from(m.propagation) != Ok(MountPropagation::PropagationPrivate) {
+        return Err(invalid(format!(
+            "mount {:?}: recursive_read_only needs private propagation",
+            m.container_path
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the OCI runtime honours the `rro` mount option: its `features` lists it. Asked once
+/// per rcri process (the runtime binary is fixed for its lifetime); a runtime without
+/// `features`, or whose answer cannot be read, is taken not to.
+pub(crate) async fn runtime_supports_rro(ctx: &Context) -> bool {
+    static RRO: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *RRO.get_or_init(|| async {
+        let binary = &ctx.runtime.binary;
+        let out = tokio::process::Command::new(binary)
+            .arg("features")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let supported = match tokio::time::timeout(Duration::from_secs(10), out).await {
+            Ok(Ok(out)) if out.status.success() => serde_json::from_slice::<Value>(&out.stdout)
+                .is_ok_and(|f| {
+                    f["mountOptions"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| o == "rro"))
+                }),
+            _ => false,
+        };
+        tracing::info!(runtime = %binary.display(), supported, "recursive read-only mounts");
+        supported
+    })
+    .await
 }
 
 /// An /etc/passwd or /etc/group of the image, read only if it is a regular file inside the
@@ -549,7 +644,9 @@ fn groups(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
 
 /// uid, gid and additional gids as kubelet expects them: run_as_user / run_as_username win over
 /// the image's USER; the gid is run_as_group, else the user's primary group from the image's
-/// /etc/passwd, else 0; the user's groups from /etc/group plus supplemental_groups are added.
+/// /etc/passwd, else 0. The additional gids are, as containerd makes them, that gid, then (with
+/// SupplementalGroupsPolicy Merge, the default) the user's groups from the image's /etc/group,
+/// then supplemental_groups; Strict leaves the image's /etc/group out.
 fn resolve_user(
     sc: &LinuxContainerSecurityContext,
     image: &ImageConfig,
@@ -615,8 +712,11 @@ fn resolve_user(
     if let Some(g) = &sc.run_as_group {
         gid = Some(g.value as u32);
     }
-    let mut extra: Vec<u32> = Vec::new();
-    if let Some(name) = &name {
+    let gid = gid.unwrap_or(0);
+    let mut extra: Vec<u32> = vec![gid];
+    let strict = SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy)
+        == Ok(SupplementalGroupsPolicy::Strict);
+    if let Some(name) = name.as_ref().filter(|_| !strict) {
         for (_, id, members) in groups(rootfs) {
             if members.iter().any(|m| m == name) && !extra.contains(&id) {
                 extra.push(id);
@@ -629,11 +729,55 @@ fn resolve_user(
             extra.push(g);
         }
     }
-    Ok((uid, gid.unwrap_or(0), extra))
+    Ok((uid, gid, extra))
+}
+
+/// ContainerStatus.user: the identity the container's process has. While it runs, what the
+/// kernel says of it (/proc/<pid>/status); before and after, the one the runtime was told to
+/// give it (the bundle's config.json), which stays with the container until it is removed.
+pub fn user(record: &ContainerRecord) -> Option<k8s_cri::v1::ContainerUser> {
+    let running = (record.state == ContainerState::Running && record.pid > 0)
+        .then(|| fs::read_to_string(format!("/proc/{}/status", record.pid)).ok())
+        .flatten()
+        .and_then(|status| user_from_proc_status(&status));
+    let linux = running.or_else(|| {
+        let spec: Value =
+            serde_json::from_slice(&fs::read(record.bundle.join("config.json")).ok()?).ok()?;
+        let user = &spec["process"]["user"];
+        Some(k8s_cri::v1::LinuxContainerUser {
+            uid: user["uid"].as_i64()?,
+            gid: user["gid"].as_i64()?,
+            supplemental_groups: user["additionalGids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_i64)
+                .collect(),
+        })
+    })?;
+    Some(k8s_cri::v1::ContainerUser { linux: Some(linux) })
+}
+
+/// Real uid and gid and the groups of a /proc/<pid>/status.
+fn user_from_proc_status(status: &str) -> Option<k8s_cri::v1::LinuxContainerUser> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+    };
+    let first = |name: &str| field(name)?.split_whitespace().next()?.parse().ok();
+    Some(k8s_cri::v1::LinuxContainerUser {
+        uid: first("Uid")?,
+        gid: first("Gid")?,
+        supplemental_groups: field("Groups")?
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect(),
+    })
 }
 
 /// Image env first, then the CRI envs (which win on equal keys); PATH always set.
-fn merge_env(image: &ImageConfig, config: &ContainerConfig, hostname: &str) -> Vec<String> {
+pub fn merge_env(image: &ImageConfig, config: &ContainerConfig, hostname: &str) -> Vec<String> {
     let mut env: Vec<String> = Vec::new();
     let mut set = |entry: String| {
         let key = entry.split('=').next().unwrap_or("").to_string();
@@ -659,7 +803,7 @@ fn merge_env(image: &ImageConfig, config: &ContainerConfig, hostname: &str) -> V
 
 /// kubelet's rule: `command` replaces the image's ENTRYPOINT (and then the image's CMD is
 /// dropped); `args` replaces CMD.
-fn process_args(
+pub fn process_args(
     image: &ImageConfig,
     config: &ContainerConfig,
 ) -> Result<Vec<String>, ContainerError> {
@@ -736,7 +880,7 @@ fn seccomp(
 
 /// Only what was asked for: a zero or empty field is "unset" in CRI, and writing it would make
 /// the runtime set (or refuse) a limit nobody wanted.
-fn resources(r: &LinuxContainerResources) -> Value {
+pub fn resources(r: &LinuxContainerResources) -> Value {
     let mut out = json!({});
     let mut cpu = serde_json::Map::new();
     if r.cpu_shares > 0 {
@@ -814,7 +958,8 @@ fn build_spec(
         return Err(invalid(format!("working dir {cwd:?} is not absolute")));
     }
     let mut process = json!({
-        "terminal": false,
+        // The monitor passes --console-socket to `create` and holds the pty master.
+        "terminal": config.tty,
         "user": {"uid": uid, "gid": gid, "additionalGids": additional},
         "args": process_args(image, config)?,
         "env": merge_env(image, config, &hostname),
@@ -822,11 +967,6 @@ fn build_spec(
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": sc.no_new_privs,
     });
-    if config.tty {
-        // TODO(attach): a terminal needs a console socket held by the monitor; until attach
-        // lands, the container runs with pipes and kubelet's tty request is not honoured.
-        tracing::warn!(container = %record.id, "tty requested but not supported yet; using pipes");
-    }
     let resources_in = config.linux.as_ref().and_then(|l| l.resources.clone());
     if let Some(r) = &resources_in {
         if r.oom_score_adj != 0 {
@@ -843,7 +983,7 @@ fn build_spec(
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        pod_shm_mount(pod),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sysfs_opts}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if privileged { "rw" } else { "ro" }]}),
@@ -861,6 +1001,8 @@ fn build_spec(
     ] {
         if !taken.contains(&dest) && src.exists() {
             mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", pod_file_mode]}));
+            // Owned by the pod's root, as they are in a pod without a user namespace.
+            idmap_for_pod(mounts.last_mut(), pod, &[], &[]);
         }
     }
     let mut rootfs_propagation: Option<&str> = None;
@@ -886,7 +1028,15 @@ fn build_spec(
         };
         // selinux_relabel is ignored: this host has no SELinux.
         let mode = if m.readonly { "ro" } else { "rw" };
-        mounts.push(json!({"destination": m.container_path, "type": "bind", "source": host, "options": ["rbind", propagation, mode]}));
+        let mut options = vec!["rbind", propagation, mode];
+        if m.recursive_read_only {
+            // ro alone leaves the submounts rbind brings along writable.
+            options.push("rro");
+        }
+        mounts.push(json!({"destination": m.container_path, "type": "bind", "source": host, "options": options}));
+        // As containerd: a pod with its own user namespace gets its volumes id-mapped, with the
+        // mount's own mappings if kubelet gave some, else the pod's.
+        idmap_for_pod(mounts.last_mut(), pod, &m.uid_mappings, &m.gid_mappings);
     }
 
     let mut device_rules = vec![json!({"allow": privileged, "access": "rwm"})];
@@ -962,6 +1112,32 @@ fn build_spec(
     Ok(spec)
 }
 
+/// Adds the pod's id mappings (or `uids`/`gids` when given) to a bind mount of a pod with its
+/// own user namespace; a pod without one is left alone.
+fn idmap_for_pod(
+    mount: Option<&mut Value>,
+    pod: &SandboxRecord,
+    uids: &[k8s_cri::v1::IdMapping],
+    gids: &[k8s_cri::v1::IdMapping],
+) {
+    let (Some(mount), Some((pod_uids, pod_gids))) = (mount, sandbox::userns_mappings(&pod.config))
+    else {
+        return;
+    };
+    let list = |given: &[k8s_cri::v1::IdMapping], pod: &k8s_cri::v1::IdMapping| {
+        if given.is_empty() {
+            sandbox::oci_mapping(pod)
+        } else {
+            json!(given
+                .iter()
+                .map(|m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.length}))
+                .collect::<Vec<_>>())
+        }
+    };
+    mount["uidMappings"] = list(uids, &pod_uids);
+    mount["gidMappings"] = list(gids, &pod_gids);
+}
+
 /// The namespaces of a pod member: the pod's network (the pinned netns), its IPC and UTS (the
 /// infra's), PID per the container's mode, and always a new mount namespace.
 fn container_namespaces(
@@ -977,6 +1153,11 @@ fn container_namespaces(
     }
     let infra = |kind: &str| format!("/proc/{}/ns/{kind}", pod.infra_pid);
     let mut ns = vec![json!({"type": "mount"})];
+    if sandbox::userns_path(pod).is_some() {
+        ns.push(json!({"type": "user", "path": infra("user")}));
+        // cgroup2 can only be mounted by the owner of the cgroup namespace: one of our own.
+        ns.push(json!({"type": "cgroup"}));
+    }
     if !sandbox::host_network(&pod.config) {
         let netns = pod.netns.clone().ok_or_else(|| {
             ContainerError::FailedPrecondition(format!(
@@ -1025,11 +1206,73 @@ pub fn refresh(ctx: &Context, record: &mut ContainerRecord) {
     if record.state != ContainerState::Running {
         return;
     }
-    if let Some(exit) = monitor::read_exit_file(&exit_file(record)) {
+    let mut exit = monitor::read_exit_file(&exit_file(record));
+    let mut orphaned = false;
+    if exit.is_none() && monitor_gone(record) {
+        // The monitor writes the exit file before it exits: read again to tell "it just
+        // finished" from "it was killed" (OOM killer, kill -9) and the exit is lost for good.
+        exit = monitor::read_exit_file(&exit_file(record));
+        orphaned = exit.is_none();
+    }
+    if orphaned {
+        // Nobody would reap the init, log its output or record its end: stop it now rather
+        // than report a container that runs unobserved.
+        kill_orphaned_init(record);
+        exit = Some(monitor::ExitRecord {
+            exit_code: ORPHANED_EXIT_CODE,
+            finished_at: monitor::now_nanos(),
+            oom_killed: false,
+        });
+    }
+    if let Some(exit) = exit {
         mark_exited(record, exit);
+        if orphaned {
+            record.message =
+                "the container's monitor died; the container was killed and its exit status is unknown"
+                    .into();
+        }
         if let Err(e) = ctx.store.update_container(record) {
             tracing::warn!(container = %record.id, error = %e, "failed to persist the exit");
         }
+        crate::events::container(ctx, record, crate::events::EventKind::Stopped);
+    }
+}
+
+/// What containerd reports for a task whose shim died: the exit status is unknown.
+const ORPHANED_EXIT_CODE: i32 = 255;
+
+/// Whether the container's monitor is gone (dead, a zombie, or its pid reused by another
+/// process). Unknown (no pid recorded yet) is not gone.
+fn monitor_gone(record: &ContainerRecord) -> bool {
+    let pid = fs::read_to_string(monitor::monitor_pid_file(&record.bundle))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(record.monitor_pid);
+    if pid <= 0 {
+        return false;
+    }
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        // A zombie's cmdline is empty; another process's does not name this container's bundle.
+        Ok(cmdline) => {
+            let bundle = record.bundle.to_string_lossy();
+            !String::from_utf8_lossy(&cmdline).contains(bundle.as_ref())
+        }
+        Err(_) => true,
+    }
+}
+
+/// SIGKILL to the container init, if `record.pid` still is it (its cgroup names the container).
+fn kill_orphaned_init(record: &ContainerRecord) {
+    if record.pid <= 0 {
+        return;
+    }
+    let ours = fs::read_to_string(format!("/proc/{}/cgroup", record.pid))
+        .is_ok_and(|cgroups| cgroups.contains(&record.id));
+    if ours {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(record.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -1098,6 +1341,11 @@ pub async fn start(ctx: &Context, id: &str) -> Result<(), ContainerError> {
         runtime: ctx.runtime.binary.clone(),
         runtime_root: ctx.runtime.root.clone(),
         sync_fd: 3,
+        stdio: monitor::StdioMode {
+            tty: record.config.tty,
+            stdin: record.config.stdin,
+            stdin_once: record.config.stdin_once,
+        },
     };
     let result = async {
         let spawned = monitor::spawn(&ctx.rcri_exe, &args).await?;
@@ -1114,6 +1362,7 @@ pub async fn start(ctx: &Context, id: &str) -> Result<(), ContainerError> {
         Ok(()) => {
             record.state = ContainerState::Running;
             ctx.store.update_container(&record)?;
+            crate::events::container(ctx, &record, crate::events::EventKind::Started);
             Ok(())
         }
         Err(e) => {
@@ -1125,6 +1374,7 @@ pub async fn start(ctx: &Context, id: &str) -> Result<(), ContainerError> {
             record.finished_at = monitor::now_nanos();
             record.pid = 0;
             ctx.store.update_container(&record)?;
+            crate::events::container(ctx, &record, crate::events::EventKind::Stopped);
             Err(e)
         }
     }
@@ -1151,7 +1401,24 @@ fn signal_all(record: &ContainerRecord) -> bool {
     ns_mode(&security_context(&record.config), |o| o.pid) != NamespaceMode::Container
 }
 
-/// StopContainer: SIGTERM, up to `timeout` seconds, then SIGKILL. Idempotent.
+/// The image's StopSignal (as containerd: the CRI gives none), else SIGTERM. The image is
+/// found by its id, the digest of its config: that config cannot have changed since
+/// CreateContainer, and the image cannot be removed while the container's rootfs uses it.
+fn stop_signal(ctx: &Context, record: &ContainerRecord) -> String {
+    let configured = if record.image_rootfs {
+        ctx.images
+            .get(&record.image_id)
+            .ok()
+            .and_then(|i| crate::image::stop_signal::runtime_signal(&i.config.stop_signal).ok())
+            .flatten()
+    } else {
+        None
+    };
+    configured.unwrap_or_else(|| "SIGTERM".to_string())
+}
+
+/// StopContainer: the image's stop signal (default SIGTERM), up to `timeout` seconds, then
+/// SIGKILL. Idempotent.
 pub async fn stop(ctx: &Context, id: &str, timeout_secs: i64) -> Result<(), ContainerError> {
     let record = get(ctx, id)?;
     let _guard = ctx.lock(&record.id).await;
@@ -1170,10 +1437,11 @@ async fn stop_locked(
     let all = signal_all(&record);
     let mut exit = None;
     if timeout_secs > 0 {
-        match ctx.runtime.kill(&record.id, "SIGTERM", all).await {
+        let signal = stop_signal(ctx, &record);
+        match ctx.runtime.kill(&record.id, &signal, all).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(e) => {
-                tracing::warn!(container = %record.id, error = %crate::error_chain(&e), "SIGTERM failed")
+                tracing::warn!(container = %record.id, %signal, error = %crate::error_chain(&e), "stop signal failed")
             }
         }
         exit = wait_exit(&record, Duration::from_secs(timeout_secs as u64)).await;
@@ -1195,6 +1463,7 @@ async fn stop_locked(
     };
     mark_exited(&mut record, exit);
     ctx.store.update_container(&record)?;
+    crate::events::container(ctx, &record, crate::events::EventKind::Stopped);
     ctx.runtime.delete(&record.id, true).await?;
     Ok(())
 }
@@ -1216,6 +1485,7 @@ pub async fn remove(ctx: &Context, id: &str) -> Result<(), ContainerError> {
     ctx.runtime.delete(&record.id, true).await?;
     remove_files(ctx, &record)?;
     ctx.store.remove_container(&record.id)?;
+    crate::events::container(ctx, &record, crate::events::EventKind::Deleted);
     ctx.forget_lock(&record.id);
     Ok(())
 }
@@ -1240,7 +1510,7 @@ pub async fn remove_all_in(ctx: &Context, sandbox_id: &str) -> Result<(), Contai
 }
 
 /// ReopenContainerLog: the monitor reopens the log path on SIGUSR1.
-pub fn reopen_log(ctx: &Context, id: &str) -> Result<(), ContainerError> {
+pub async fn reopen_log(ctx: &Context, id: &str) -> Result<(), ContainerError> {
     let record = get(ctx, id)?;
     if record.state != ContainerState::Running {
         return Err(ContainerError::FailedPrecondition(format!(
@@ -1257,6 +1527,10 @@ pub fn reopen_log(ctx: &Context, id: &str) -> Result<(), ContainerError> {
             "the container has no monitor".into(),
         ));
     }
+    // kubelet renames the file, then calls us, then expects the new file at once (as with
+    // containerd and CRI-O): the monitor reopens asynchronously, so wait until it has.
+    let log = record.log_path.clone();
+    let renamed_away = log.as_ref().is_some_and(|p| !p.exists());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGUSR1,
@@ -1264,8 +1538,25 @@ pub fn reopen_log(ctx: &Context, id: &str) -> Result<(), ContainerError> {
     .map_err(|e| ContainerError::Io {
         action: format!("signal monitor {pid}"),
         source: e.into(),
-    })
+    })?;
+    let Some(log) = log.filter(|_| renamed_away) else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + LOG_REOPEN_TIMEOUT;
+    while !log.exists() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(ContainerError::DeadlineExceeded(format!(
+                "the monitor of container {} did not reopen {} within {LOG_REOPEN_TIMEOUT:?}",
+                record.id,
+                log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
+
+const LOG_REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At start: forget half-made containers, fold in exits that happened while rcri was down,
 /// notice containers that vanished without a recorded exit.
@@ -1305,6 +1596,7 @@ pub async fn recover(ctx: &Context) {
                     if let Err(e) = ctx.store.update_container(&record) {
                         tracing::warn!(container = %record.id, error = %e, "failed to persist the exit");
                     }
+                    crate::events::container(ctx, &record, crate::events::EventKind::Stopped);
                 }
             }
             ContainerState::Exited | ContainerState::Unknown => {}
@@ -1475,6 +1767,20 @@ pub fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String,
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// /dev/shm of a container: the pod's shared tmpfs, the host's for a host-IPC pod, or (a pod
+/// made before pods had one) a private tmpfs.
+fn pod_shm_mount(pod: &crate::store::SandboxRecord) -> Value {
+    let opts = json!(["rbind", "nosuid", "noexec", "nodev"]);
+    if sandbox::ipc_mode(&pod.config) == k8s_cri::v1::NamespaceMode::Node {
+        return json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": opts});
+    }
+    let shared = sandbox::shm_dir(pod);
+    if shared.is_dir() {
+        return json!({"destination": "/dev/shm", "type": "bind", "source": shared, "options": opts});
+    }
+    json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1505,10 +1811,11 @@ mod tests {
             capabilities(&sc_with(&["NET_RAW"], &["ALL"])).unwrap(),
             vec!["CAP_NET_RAW".to_string()]
         );
-        assert_eq!(
-            capabilities(&sc_with(&["ALL"], &[])).unwrap().len(),
-            ALL_CAPABILITIES.len()
-        );
+        // ALL is what this process may hand out: every capability of its bounding set.
+        let mut held = held_capabilities();
+        held.sort();
+        assert_eq!(capabilities(&sc_with(&["ALL"], &[])).unwrap(), held);
+        assert!(held_capabilities().contains(&"CAP_SYS_ADMIN".to_string()));
         assert!(capabilities(&sc_with(&["BOGUS"], &[])).is_err());
     }
 
@@ -1565,6 +1872,18 @@ mod tests {
     }
 
     #[test]
+    fn proc_status_gives_the_real_ids_and_the_groups() {
+        let status = "Name:\tsh\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t51\t52\t53\n\
+                      Groups:\t50 1234 50000 \nNgid:\t0\n";
+        let u = user_from_proc_status(status).unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 50));
+        assert_eq!(u.supplemental_groups, [50, 1234, 50000]);
+        let u = user_from_proc_status("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n").unwrap();
+        assert!(u.supplemental_groups.is_empty());
+        assert!(user_from_proc_status("Uid:\t0\t0\t0\t0\n").is_none());
+    }
+
+    #[test]
     fn run_as_group_needs_a_user() {
         let config = ContainerConfig {
             image: Some(k8s_cri::v1::ImageSpec {
@@ -1584,6 +1903,34 @@ mod tests {
             validate(&config),
             Err(ContainerError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn recursive_read_only_needs_readonly_and_private() {
+        let m = |readonly, propagation: MountPropagation| k8s_cri::v1::Mount {
+            container_path: "/mnt".into(),
+            host_path: "/tmp".into(),
+            readonly,
+            recursive_read_only: true,
+            propagation: propagation as i32,
+            ..Default::default()
+        };
+        assert!(
+            validate_recursive_read_only(&m(true, MountPropagation::PropagationPrivate)).is_ok()
+        );
+        for bad in [
+            m(false, MountPropagation::PropagationPrivate),
+            m(true, MountPropagation::PropagationHostToContainer),
+            m(true, MountPropagation::PropagationBidirectional),
+        ] {
+            assert!(
+                matches!(
+                    validate_recursive_read_only(&bad),
+                    Err(ContainerError::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,13 +4,16 @@
 pub mod cni;
 pub mod config;
 pub mod container;
+pub mod events;
 pub mod image;
 pub mod monitor;
 pub mod netns;
+pub mod resources;
 pub mod runtime_client;
 pub mod sandbox;
 pub mod seccomp_default;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod streaming;
 
@@ -31,6 +34,12 @@ pub struct Context {
     pub rcri_exe: PathBuf,
     /// The pod CIDR kubelet last gave in UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
+    /// The streaming server's tokens: Exec/Attach/PortForward put sessions in, its URLs redeem them.
+    pub streaming: Arc<streaming::server::Streaming>,
+    /// Container lifecycle events for GetContainerEvents subscribers.
+    pub events: events::EventHub,
+    /// The previous CPU sample of each container and pod, for usage_nano_cores.
+    pub cpu_samples: stats::CpuSampler,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -51,6 +60,9 @@ impl Context {
             images,
             rcri_exe,
             pod_cidr: Mutex::new(String::new()),
+            streaming: Arc::new(streaming::server::Streaming::new()),
+            events: events::EventHub::new(),
+            cpu_samples: stats::CpuSampler::default(),
             locks: Mutex::new(HashMap::new()),
         }
     }

@@ -6,12 +6,17 @@
 //!   `create`) is reparented to it and it can collect the exit status;
 //! - copies both pipes to the CRI log file, one record per line:
 //!   `<RFC3339Nano> <stdout|stderr> <P|F> <msg>`, P for a piece of a line longer than 16 KiB;
+//! - with a terminal (`--tty`), passes `--console-socket` to `create`, receives the pty master
+//!   and logs what it reads from it as stdout; with `--stdin`, holds the container's stdin (a
+//!   pipe, or the pty master);
+//! - serves attach sessions on `<bundle>/attach` ([`attach`], wire format in [`frame`]): the
+//!   output as it comes, input to the container's stdin, terminal resizes;
 //! - reopens the log file on SIGUSR1 (ReopenContainerLog, after kubelet rotated it);
 //! - when the init exits, writes exit code, time and whether the cgroup saw an OOM kill to the
 //!   exit file (atomically), then exits.
 //!
-//! The monitor's half runs without tokio: one thread, a poll loop over the two pipes and a
-//! signalfd, fixed 16 KiB buffers, so its RSS stays small. The other half, [`spawn`], is what
+//! The monitor's half runs without tokio: one thread, a poll loop over the pipes, the attach
+//! sockets and a signalfd, one fixed 16 KiB buffer, so its RSS stays small. The other half, [`spawn`], is what
 //! rcri calls.
 
 use std::ffi::OsString;
@@ -30,8 +35,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime_client::{last_message, RuntimeClient};
 
+mod attach;
+mod console;
+pub mod frame;
+
 /// A line longer than this is logged in pieces tagged P (what kubelet's parser and containerd use).
 pub const MAX_LOG_LINE: usize = 16 * 1024;
+/// How long, after `create` returned, the runtime may take to hand over the terminal.
+const CONSOLE_WAIT: Duration = Duration::from_secs(10);
 /// After the init exited, how long to keep draining pipes that another process (e.g. a child in
 /// a shared PID namespace) still holds open.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -54,6 +65,9 @@ pub enum MonitorError {
     },
     #[error("the OCI runtime failed to create the container: {0}")]
     Create(String),
+    /// What the monitor reported on its sync pipe (already a full message).
+    #[error("{0}")]
+    Reported(String),
     #[error("the monitor did not report within {0:?}")]
     Timeout(Duration),
     #[error("the monitor exited without reporting (see {0})")]
@@ -82,6 +96,18 @@ pub struct MonitorArgs {
     pub runtime_root: PathBuf,
     /// The inherited fd on which the monitor reports `create`'s outcome.
     pub sync_fd: RawFd,
+    pub stdio: StdioMode,
+}
+
+/// The CRI ContainerConfig's `tty`, `stdin` and `stdin_once`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StdioMode {
+    /// A pty (process.terminal): its output is logged as stdout.
+    pub tty: bool,
+    /// The container's stdin is held by the monitor for attach sessions (else /dev/null).
+    pub stdin: bool,
+    /// The container's stdin is closed when the first attach session with stdin ends.
+    pub stdin_once: bool,
 }
 
 impl MonitorArgs {
@@ -105,6 +131,15 @@ impl MonitorArgs {
             argv.push("--log-path".into());
             argv.push(log.clone().into());
         }
+        for (on, flag) in [
+            (self.stdio.tty, "--tty"),
+            (self.stdio.stdin, "--stdin"),
+            (self.stdio.stdin_once, "--stdin-once"),
+        ] {
+            if on {
+                argv.push(flag.into());
+            }
+        }
         argv
     }
 }
@@ -121,6 +156,10 @@ pub fn runtime_log(bundle: &Path) -> PathBuf {
 }
 pub fn default_exit_file(bundle: &Path) -> PathBuf {
     bundle.join("exit.json")
+}
+/// The attach socket (SOCK_SEQPACKET, frames in [`frame`]) while the monitor runs.
+pub fn attach_socket(bundle: &Path) -> PathBuf {
+    bundle.join("attach")
 }
 
 /// How a container ended, as the monitor recorded it.
@@ -231,7 +270,7 @@ pub async fn spawn(rcri_exe: &Path, args: &MonitorArgs) -> Result<Spawned, Monit
     let message: SyncMessage =
         serde_json::from_str(text.trim()).map_err(|_| MonitorError::NoReport(monitor_log))?;
     if let Some(error) = message.error {
-        return Err(MonitorError::Create(error));
+        return Err(MonitorError::Reported(error));
     }
     Ok(Spawned {
         monitor_pid,
@@ -297,20 +336,41 @@ fn run_inner(args: &MonitorArgs, sync: &mut Option<File>) -> Result<(), MonitorE
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("create a pipe"))?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("create a pipe"))?;
+    // Listening before the container exists: a session can connect as soon as StartContainer
+    // returns. The socket goes away with the monitor (or with a failed create).
+    let mut attach = attach::Attach::listen(&args.bundle)?;
+    let console = match args.stdio.tty {
+        true => Some(console::ConsoleSocket::bind(&args.bundle)?),
+        false => None,
+    };
+    // With a terminal the init's stdin is the pty; without stdin it is /dev/null.
+    let (stdin_r, stdin_w) = if args.stdio.stdin && !args.stdio.tty {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("create a pipe"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
 
     let client = RuntimeClient::new(args.runtime.clone(), args.runtime_root.clone());
     let pid_path = pid_file(&args.bundle);
     let log = runtime_log(&args.bundle);
     let _ = std::fs::remove_file(&pid_path);
     let mut cmd = std::process::Command::new(&args.runtime);
-    cmd.args(client.create_args(&args.id, &args.bundle, &pid_path, &log))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w));
+    cmd.args(client.create_args(
+        &args.id,
+        &args.bundle,
+        &pid_path,
+        &log,
+        console.as_ref().map(|c| c.runtime_arg()),
+    ))
+    .stdin(stdin_r.map(Stdio::from).unwrap_or_else(Stdio::null))
+    .stdout(Stdio::from(out_w))
+    .stderr(Stdio::from(err_w));
     let status = cmd
         .status()
         .map_err(io_err(format!("run {}", args.runtime.display())))?;
-    // The Command holds our copies of the pipes' write ends: drop it, or EOF never comes.
+    // The Command holds our copies of the pipes' ends: drop it, or EOF never comes.
     drop(cmd);
     if !status.success() {
         let runtime_said = std::fs::read(&log).unwrap_or_default();
@@ -321,6 +381,26 @@ fn run_inner(args: &MonitorArgs, sync: &mut Option<File>) -> Result<(), MonitorE
         .trim()
         .parse()
         .map_err(|_| MonitorError::Create(format!("bad pid in {}", pid_path.display())))?;
+    let mut streams = vec![
+        Stream::new(out_r, "stdout", frame::TAG_STDOUT),
+        Stream::new(err_r, "stderr", frame::TAG_STDERR),
+    ];
+    if let Some(console) = console {
+        let master = console.receive_master(CONSOLE_WAIT)?;
+        let copy = || {
+            master
+                .try_clone()
+                .map_err(io_err("duplicate the pty master"))
+        };
+        attach.set_terminal(copy()?);
+        if args.stdio.stdin {
+            attach.set_stdin(copy()?, true, args.stdio.stdin_once);
+        }
+        streams.push(Stream::new(master, "stdout", frame::TAG_STDOUT));
+    }
+    if let Some(w) = stdin_w {
+        attach.set_stdin(w, false, args.stdio.stdin_once);
+    }
     let oom = OomWatch::for_pid(pid);
 
     if let Some(mut s) = sync.take() {
@@ -331,32 +411,42 @@ fn run_inner(args: &MonitorArgs, sync: &mut Option<File>) -> Result<(), MonitorE
     }
 
     let mut logger = Logger::open(args.log_path.clone());
-    let mut streams = [Stream::new(out_r, "stdout"), Stream::new(err_r, "stderr")];
     let mut exited: Option<(i32, Instant)> = None;
-    let mut chunk = vec![0u8; MAX_LOG_LINE];
+    // One buffer for everything: an output frame is read in place after its tag byte, and an
+    // input frame is received into it.
+    let mut chunk = vec![0u8; frame::MAX_FRAME];
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(8);
+    let mut open = [0usize; 3];
     loop {
-        let open: Vec<usize> = (0..streams.len())
-            .filter(|&i| streams[i].fd.is_some())
-            .collect();
+        let mut n_open = 0;
+        for (i, s) in streams.iter().enumerate() {
+            if s.fd.is_some() {
+                open[n_open] = i;
+                n_open += 1;
+            }
+        }
+        let open = &open[..n_open];
         if let Some((_, at)) = exited {
             if open.is_empty() || at.elapsed() >= DRAIN_AFTER_EXIT {
                 break;
             }
         }
-        let mut fds: Vec<libc::pollfd> = open
-            .iter()
-            .filter_map(|&i| streams[i].fd.as_ref())
-            .map(|f| libc::pollfd {
-                fd: f.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        fds.clear();
+        fds.extend(
+            open.iter()
+                .filter_map(|&i| streams[i].fd.as_ref())
+                .map(|f| libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
+        );
         fds.push(libc::pollfd {
             fd: signals.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         });
+        let slots = attach.poll_fds(&mut fds);
         let timeout_ms = match exited {
             Some((_, at)) => DRAIN_AFTER_EXIT
                 .saturating_sub(at.elapsed())
@@ -378,9 +468,13 @@ fn run_inner(args: &MonitorArgs, sync: &mut Option<File>) -> Result<(), MonitorE
         }
         for (slot, &i) in open.iter().enumerate() {
             if fds[slot].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                streams[i].pump(&mut chunk, &mut logger);
+                if let Some(n) = streams[i].pump(&mut chunk[1..], &mut logger) {
+                    chunk[0] = streams[i].tag;
+                    attach.broadcast(&chunk[..=n]);
+                }
             }
         }
+        attach.handle(&fds, slots, &mut chunk);
         if fds[open.len()].revents & libc::POLLIN != 0 {
             while let Ok(Some(info)) = signals.read_signal() {
                 if info.ssi_signo == Signal::SIGUSR1 as u32 {
@@ -416,40 +510,58 @@ fn run_inner(args: &MonitorArgs, sync: &mut Option<File>) -> Result<(), MonitorE
         action: format!("write {}", args.exit_file.display()),
         source: std::io::Error::other(crate::error_chain(&e)),
     })?;
+    // Only now do the sessions see end-of-stream: the exit file they then read is there.
+    drop(attach);
     Ok(())
 }
 
-/// One of the container's output pipes and its unfinished line.
-struct Stream {
+/// One of the container's outputs (a pipe, or the pty master) and its unfinished line.
+pub struct Stream {
     fd: Option<File>,
     name: &'static str,
+    /// The attach frame tag its output is sent with.
+    tag: u8,
     pending: Vec<u8>,
 }
 
 impl Stream {
-    fn new(fd: OwnedFd, name: &'static str) -> Stream {
+    pub fn new(fd: OwnedFd, name: &'static str, tag: u8) -> Stream {
         Stream {
             fd: Some(File::from(fd)),
             name,
+            tag,
             pending: Vec::new(),
         }
     }
 
-    fn pump(&mut self, chunk: &mut [u8], logger: &mut Logger) {
-        let Some(file) = self.fd.as_mut() else { return };
+    /// Reads once into `chunk` and logs the complete lines; how many bytes came, if any.
+    pub fn pump(&mut self, chunk: &mut [u8], logger: &mut Logger) -> Option<usize> {
+        let file = self.fd.as_mut()?;
         match file.read(chunk) {
             Ok(0) => {
                 self.fd = None;
                 self.flush(logger);
+                None
             }
             Ok(n) => {
                 self.pending.extend_from_slice(&chunk[..n]);
                 self.emit_lines(logger);
+                Some(n)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // The pty master is non-blocking (it is also the stdin that attach writes).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                None
+            }
+            // EIO on a pty master: the container's last holder of the terminal closed it.
             Err(_) => {
                 self.fd = None;
                 self.flush(logger);
+                None
             }
         }
     }
@@ -487,14 +599,14 @@ impl Stream {
     }
 }
 
-struct Logger {
+pub struct Logger {
     path: Option<PathBuf>,
     file: Option<File>,
     line: Vec<u8>,
 }
 
 impl Logger {
-    fn open(path: Option<PathBuf>) -> Logger {
+    pub fn open(path: Option<PathBuf>) -> Logger {
         let mut logger = Logger {
             path,
             file: None,
@@ -662,7 +774,7 @@ mod tests {
         let path = dir.join("log");
         let mut logger = Logger::open(Some(path.clone()));
         let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let mut stream = Stream::new(r, "stdout");
+        let mut stream = Stream::new(r, "stdout", frame::TAG_STDOUT);
         for piece in input {
             stream.pending.extend_from_slice(piece);
             stream.emit_lines(&mut logger);

@@ -73,12 +73,14 @@ impl RuntimeClient {
 
     /// argv (without the binary) of `create`, for the monitor to run with the container's stdio.
     /// Runtime errors go to `log` as JSON lines, not to stderr, which is the container's.
+    /// `console_socket`: where the init sends its pty master (process.terminal).
     pub fn create_args(
         &self,
         id: &str,
         bundle: &Path,
         pid_file: &Path,
         log: &Path,
+        console_socket: Option<&Path>,
     ) -> Vec<OsString> {
         let mut args = self.global_args();
         args.extend([
@@ -91,8 +93,11 @@ impl RuntimeClient {
             bundle.as_os_str().to_owned(),
             "--pid-file".into(),
             pid_file.as_os_str().to_owned(),
-            id.into(),
         ]);
+        if let Some(socket) = console_socket {
+            args.extend(["--console-socket".into(), socket.as_os_str().to_owned()]);
+        }
+        args.push(id.into());
         args
     }
 
@@ -179,6 +184,14 @@ impl RuntimeClient {
         } else {
             self.run_simple(id, &["kill", id, signal]).await
         }
+    }
+
+    /// `update --resources FILE ID`: applies an OCI LinuxResources JSON to the running
+    /// container's cgroup (fields left out keep their values).
+    pub async fn update(&self, id: &str, resources_json: &Path) -> Result<(), RuntimeError> {
+        let file = resources_json.to_string_lossy();
+        self.run_simple(id, &["update", "--resources", &file, id])
+            .await
     }
 
     /// Deletes the container; a container the runtime does not know is already deleted.

@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
+use k8s_cri::v1::{IdMapping, NamespaceMode, PodSandboxConfig};
 use serde_json::{json, Value};
 
 use crate::cni::{CniError, PortMapping};
@@ -118,6 +118,131 @@ pub fn ipc_mode(config: &PodSandboxConfig) -> NamespaceMode {
     namespace_mode(config, |o| o.ipc)
 }
 
+/// The pod's own user namespace (Kubernetes hostUsers: false): its uid and gid mapping, or
+/// None when the pod uses the host's. Only meaningful once [`validate_userns`] passed.
+pub fn userns_mappings(config: &PodSandboxConfig) -> Option<(IdMapping, IdMapping)> {
+    let u = config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()?
+        .userns_options
+        .as_ref()?;
+    if u.mode != NamespaceMode::Pod as i32 {
+        return None;
+    }
+    Some((*u.uids.first()?, *u.gids.first()?))
+}
+
+/// `/proc/<infra>/ns/user` of a pod with its own user namespace, which its containers join
+/// and with which their rootfs and volumes are id-mapped.
+pub fn userns_path(record: &SandboxRecord) -> Option<PathBuf> {
+    userns_mappings(&record.config)?;
+    Some(PathBuf::from(format!("/proc/{}/ns/user", record.infra_pid)))
+}
+
+/// A runtime-spec `uidMappings`/`gidMappings` list of one CRI mapping.
+pub fn oci_mapping(m: &IdMapping) -> Value {
+    json!([{"containerID": m.container_id, "hostID": m.host_id, "size": m.length}])
+}
+
+/// Whether the OCI runtime can run pods with their own user namespace: its `features` lists
+/// the user namespace and id-mapped mounts (volumes are id-mapped; runc 1.1 cannot). Asked
+/// once per rcri process; a runtime without `features` is taken not to.
+pub async fn runtime_supports_userns(ctx: &Context) -> bool {
+    static USERNS: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *USERNS
+        .get_or_init(|| async {
+            let binary = &ctx.runtime.binary;
+            let out = tokio::process::Command::new(binary)
+                .arg("features")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            let supported = match tokio::time::timeout(Duration::from_secs(10), out).await {
+                Ok(Ok(out)) if out.status.success() => serde_json::from_slice::<Value>(&out.stdout)
+                    .is_ok_and(|f| {
+                        let linux = &f["linux"];
+                        let user = linux["namespaces"]
+                            .as_array()
+                            .is_some_and(|n| n.iter().any(|n| n == "user"));
+                        user && linux["mountExtensions"]["idmap"]["enabled"] == json!(true)
+                    }),
+                _ => false,
+            };
+            tracing::info!(runtime = %binary.display(), supported, "user namespaces");
+            supported
+        })
+        .await
+}
+
+/// What kubelet sends for hostUsers: false, and what containerd 2.x accepts: mode POD with
+/// exactly one uid and one gid mapping, each starting at container id 0 (so the pod has a
+/// root) and with the pod's other namespaces private (a user namespace cannot own the host's).
+fn validate_userns(config: &PodSandboxConfig) -> Result<(), SandboxError> {
+    let Some(u) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|o| o.userns_options.as_ref())
+    else {
+        return Ok(());
+    };
+    let invalid = |m: String| Err(SandboxError::InvalidArgument(m));
+    match NamespaceMode::try_from(u.mode) {
+        Ok(NamespaceMode::Node) => {
+            if !u.uids.is_empty() || !u.gids.is_empty() {
+                return invalid("user namespace mode NODE takes no id mappings".into());
+            }
+            return Ok(());
+        }
+        Ok(NamespaceMode::Pod) => {}
+        Ok(mode) => {
+            return invalid(format!(
+                "user namespace mode {} is not supported (only NODE and POD)",
+                mode.as_str_name()
+            ))
+        }
+        Err(_) => return invalid(format!("unknown user namespace mode {}", u.mode)),
+    }
+    for (what, maps) in [("uid", &u.uids), ("gid", &u.gids)] {
+        let [m] = maps.as_slice() else {
+            return invalid(format!(
+                "a pod user namespace needs exactly one {what} mapping, got {}",
+                maps.len()
+            ));
+        };
+        if m.container_id != 0 {
+            return invalid(format!(
+                "the {what} mapping must start at container id 0 (got {})",
+                m.container_id
+            ));
+        }
+        if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+            return invalid(format!(
+                "{what} mapping {}:{}:{} is empty or overflows",
+                m.container_id, m.host_id, m.length
+            ));
+        }
+    }
+    for (what, mode) in [
+        ("network", namespace_mode(config, |o| o.network)),
+        ("pid", pid_mode(config)),
+        ("ipc", ipc_mode(config)),
+    ] {
+        if mode == NamespaceMode::Node {
+            return invalid(format!(
+                "a pod with its own user namespace cannot use the host's {what} namespace"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Files the sandbox dir holds and every container of the pod bind-mounts.
 pub fn hostname_file(record: &SandboxRecord) -> PathBuf {
     record.dir.join("hostname")
@@ -128,6 +253,47 @@ pub fn hosts_file(record: &SandboxRecord) -> PathBuf {
 pub fn resolv_conf(record: &SandboxRecord) -> PathBuf {
     record.dir.join("resolv.conf")
 }
+/// The pod's /dev/shm: one tmpfs that every container of the pod mounts, as kubelet expects from
+/// containerd and CRI-O (processes of one pod share POSIX shared memory, e.g. a database and
+/// its sidecar). Only pods with their own IPC namespace have one; the others use the host's.
+pub fn shm_dir(record: &SandboxRecord) -> PathBuf {
+    record.dir.join("shm")
+}
+
+/// The size kubelet's docker-era default and containerd give a pod's /dev/shm.
+const POD_SHM_SIZE: &str = "size=65536k";
+
+fn mount_shm(record: &SandboxRecord) -> Result<(), SandboxError> {
+    use nix::mount::{mount, MsFlags};
+    let dir = shm_dir(record);
+    fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+    mount(
+        Some("shm"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,{POD_SHM_SIZE}").as_str()),
+    )
+    .map_err(|e| SandboxError::Io {
+        action: format!("mount the pod's shm tmpfs on {}", dir.display()),
+        source: e.into(),
+    })
+}
+
+/// Idempotent: a sandbox without a shm mount (host IPC, or already unmounted) is fine. Must run
+/// before the sandbox dir is removed: remove_dir_all would empty the tmpfs and then fail on it.
+fn unmount_shm(record: &SandboxRecord) -> Result<(), SandboxError> {
+    use nix::mount::{umount2, MntFlags};
+    let dir = shm_dir(record);
+    match umount2(&dir, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(SandboxError::Io {
+            action: format!("unmount the pod's shm {}", dir.display()),
+            source: e.into(),
+        }),
+    }
+}
+
 fn exit_file(record: &SandboxRecord) -> PathBuf {
     monitor::default_exit_file(&record.dir)
 }
@@ -179,6 +345,7 @@ fn pod_meta(config: &PodSandboxConfig) -> (String, String) {
 /// Checks the parts of a sandbox config that would otherwise fail half-way.
 fn validate(config: &PodSandboxConfig) -> Result<(), SandboxError> {
     sandbox_name(config)?;
+    validate_userns(config)?;
     if let Some(sc) = config
         .linux
         .as_ref()
@@ -216,6 +383,11 @@ pub async fn run(
     runtime_handler: String,
 ) -> Result<String, SandboxError> {
     validate(&config)?;
+    if userns_mappings(&config).is_some() && !runtime_supports_userns(ctx).await {
+        return Err(SandboxError::InvalidArgument(
+            "the OCI runtime does not support user namespaces with id-mapped mounts".into(),
+        ));
+    }
     if !runtime_handler.is_empty() {
         return Err(SandboxError::InvalidArgument(format!(
             "unknown runtime handler {runtime_handler:?} (only the default handler exists)"
@@ -240,7 +412,12 @@ pub async fn run(
     // Persisted first: a crash from here on is recognised at start (state Creating) and undone.
     ctx.store.insert_sandbox(record.clone())?;
     match set_up(ctx, &mut record).await {
-        Ok(()) => Ok(id),
+        Ok(()) => {
+            // As containerd: kubelet's evented PLEG sees a pod as its sandbox "container".
+            crate::events::sandbox(ctx, &id, crate::events::EventKind::Created);
+            crate::events::sandbox(ctx, &id, crate::events::EventKind::Started);
+            Ok(id)
+        }
         Err(e) => {
             tracing::warn!(sandbox = %id, error = %crate::error_chain(&e), "RunPodSandbox failed, undoing");
             tear_down(ctx, &mut record).await;
@@ -267,21 +444,27 @@ async fn blocking<T: Send + 'static>(
 async fn set_up(ctx: &Context, record: &mut SandboxRecord) -> Result<(), SandboxError> {
     let rootfs = record.dir.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(io_err(format!("create {}", rootfs.display())))?;
+    if ipc_mode(&record.config) != NamespaceMode::Node {
+        mount_shm(record)?;
+    }
 
+    // A pod with its own user namespace gets a network namespace made by its infra, inside
+    // that user namespace (as containerd does): only then may the pod mount sysfs and set its
+    // net sysctls, whose ids (ping_group_range) are then the pod's. It is attached to the CNI
+    // network once the infra is created, before it starts.
+    let own_userns = userns_mappings(&record.config).is_some();
     if !host_network(&record.config) {
         let dir = ctx.config.state_dir.join("netns");
+        // Recorded before it exists: a crash while the pin is being made must leave a record
+        // that recovery undoes (netns::remove accepts a pin that is missing or half-made).
+        record.netns = Some(dir.join(&record.id));
+        ctx.store.update_sandbox(record)?;
         let id = record.id.clone();
         let path = blocking(move || Ok(crate::netns::create(&dir, &id)?)).await?;
-        record.netns = Some(path.clone());
-        // CNI DEL is idempotent, so it is owed from the moment ADD may have started.
-        record.cni_attached = true;
-        ctx.store.update_sandbox(record)?;
-        let cni = ctx.cni.clone();
-        let (name, namespace) = pod_meta(&record.config);
-        let ports = port_mappings(&record.config);
-        let id = record.id.clone();
-        let status = blocking(move || Ok(cni.add(&id, &path, &name, &namespace, &ports)?)).await?;
-        record.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+        record.netns = Some(path);
+        if !own_userns {
+            attach_network(ctx, record).await?;
+        }
     }
 
     write_pod_files(record)?;
@@ -298,13 +481,66 @@ async fn set_up(ctx: &Context, record: &mut SandboxRecord) -> Result<(), Sandbox
         runtime: ctx.runtime.binary.clone(),
         runtime_root: ctx.runtime.root.clone(),
         sync_fd: 3,
+        stdio: monitor::StdioMode::default(),
     };
     let spawned = monitor::spawn(&ctx.rcri_exe, &args).await?;
     record.infra_pid = spawned.container_pid;
+    if let (true, Some(path)) = (own_userns, record.netns.clone()) {
+        pin_infra_netns(&path, record.infra_pid)?;
+        attach_network(ctx, record).await?;
+        write_pod_files(record)?;
+    }
     ctx.runtime.start(&record.id).await?;
     record.state = SandboxState::Ready;
     ctx.store.update_sandbox(record)?;
     Ok(())
+}
+
+/// CNI ADD on the pod's pinned network namespace; records the pod's IPs.
+async fn attach_network(ctx: &Context, record: &mut SandboxRecord) -> Result<(), SandboxError> {
+    let Some(path) = record.netns.clone() else {
+        return Ok(());
+    };
+    // CNI DEL is idempotent, so it is owed from the moment ADD may have started.
+    record.cni_attached = true;
+    ctx.store.update_sandbox(record)?;
+    let cni = ctx.cni.clone();
+    let (name, namespace) = pod_meta(&record.config);
+    let ports = port_mappings(&record.config);
+    let id = record.id.clone();
+    let status = blocking(move || Ok(cni.add(&id, &path, &name, &namespace, &ports)?)).await?;
+    record.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+    Ok(())
+}
+
+/// Points the pod's netns pin (made by netns::create, which also readies its directory) at
+/// the network namespace the infra made inside the pod's user namespace; the namespace the pin
+/// held before goes away with it. Teardown is then the same as for any pod.
+fn pin_infra_netns(path: &Path, infra_pid: i32) -> Result<(), SandboxError> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let sys = |action: String| {
+        move |e: nix::Error| SandboxError::Io {
+            action,
+            source: e.into(),
+        }
+    };
+    umount2(path, MntFlags::MNT_DETACH).map_err(sys(format!(
+        "unpin the placeholder netns {}",
+        path.display()
+    )))?;
+    let infra_ns = PathBuf::from(format!("/proc/{infra_pid}/ns/net"));
+    mount(
+        Some(&infra_ns),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys(format!(
+        "pin {} on {}",
+        infra_ns.display(),
+        path.display()
+    )))
 }
 
 fn write_pod_files(record: &SandboxRecord) -> Result<(), SandboxError> {
@@ -452,9 +688,20 @@ fn infra_spec(ctx: &Context, record: &SandboxRecord) -> Result<Value, SandboxErr
         },
     });
     if let Some(netns) = &record.netns {
-        namespaces.push(json!({"type": "network", "path": netns}));
+        if userns_mappings(config).is_some() {
+            namespaces.push(json!({"type": "network"}));
+        } else {
+            namespaces.push(json!({"type": "network", "path": netns}));
+        }
         namespaces.push(json!({"type": "uts"}));
         spec["hostname"] = json!(pod_hostname(config));
+    }
+    if let Some((uids, gids)) = userns_mappings(config) {
+        // Made before the pod's other namespaces, so that it owns them all (its containers can
+        // then mount sysfs, mqueue and proc).
+        namespaces.push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = oci_mapping(&uids);
+        spec["linux"]["gidMappings"] = oci_mapping(&gids);
     }
     spec["linux"]["namespaces"] = json!(namespaces);
     let sysctls: HashMap<String, String> = config
@@ -488,6 +735,7 @@ pub fn refresh(ctx: &Context, record: &mut SandboxRecord) {
         if let Err(e) = ctx.store.update_sandbox(record) {
             tracing::warn!(sandbox = %record.id, error = %e, "failed to persist NotReady");
         }
+        crate::events::sandbox(ctx, &record.id, crate::events::EventKind::Stopped);
     }
 }
 
@@ -523,9 +771,11 @@ pub async fn stop(ctx: &Context, id: &str) -> Result<(), SandboxError> {
     };
     stop_infra(ctx, &record).await?;
     release_network(ctx, &mut record).await?;
+    unmount_shm(&record)?;
     record.state = SandboxState::NotReady;
     record.infra_pid = 0;
     ctx.store.update_sandbox(&record)?;
+    crate::events::sandbox(ctx, &record.id, crate::events::EventKind::Stopped);
     Ok(())
 }
 
@@ -581,6 +831,9 @@ async fn tear_down(ctx: &Context, record: &mut SandboxRecord) {
     if let Err(e) = release_network(ctx, record).await {
         tracing::warn!(sandbox = %record.id, error = %crate::error_chain(&e), "failed to release the pod network");
     }
+    if let Err(e) = unmount_shm(record) {
+        tracing::warn!(sandbox = %record.id, error = %crate::error_chain(&e), "failed to unmount the pod's shm");
+    }
     if let Err(e) = fs::remove_dir_all(&record.dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(sandbox = %record.id, error = %e, "failed to remove the sandbox dir");
@@ -602,12 +855,14 @@ pub async fn remove(ctx: &Context, id: &str) -> Result<(), SandboxError> {
     };
     stop_infra(ctx, &record).await?;
     release_network(ctx, &mut record).await?;
+    unmount_shm(&record)?;
     match fs::remove_dir_all(&record.dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(format!("remove {}", record.dir.display()))(e)),
     }
     ctx.store.remove_sandbox(&record.id)?;
+    crate::events::sandbox(ctx, &record.id, crate::events::EventKind::Deleted);
     ctx.forget_lock(&record.id);
     Ok(())
 }
@@ -633,6 +888,7 @@ pub async fn recover(ctx: &Context) {
                         if let Err(e) = ctx.store.update_sandbox(&record) {
                             tracing::warn!(sandbox = %record.id, error = %e, "failed to persist NotReady");
                         }
+                        crate::events::sandbox(ctx, &record.id, crate::events::EventKind::Stopped);
                     }
                 }
             }

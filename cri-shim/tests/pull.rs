@@ -824,3 +824,302 @@ fn host_arch() -> &'static str {
         other => other,
     }
 }
+
+// ---- token auth --------------------------------------------------------------------------
+
+/// A registry with token auth (the distribution token protocol, as Docker Hub, GCR, ACR and
+/// Harbor speak it) in front of a plain docker-registry: a small HTTP/1.1 proxy on 127.0.0.1
+/// that answers requests without the access token with 401 and a Bearer challenge, serves the
+/// token endpoint at `/token`, and passes authorized requests on to the registry.
+///
+/// The token endpoint gives the access token for the right user and password (GET, as
+/// oci-client asks with Basic credentials) and for the right refresh token (POST
+/// `grant_type=refresh_token`, the OAuth2 exchange of an identity token).
+struct TokenRegistry {
+    port: u16,
+    /// Token-endpoint requests seen: "GET <query>" or "POST <form>".
+    token_requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const ACCESS_TOKEN: &str = "access-7f3a";
+const REFRESH_TOKEN: &str = "refresh-91bc";
+const TOKEN_SERVICE: &str = "rcri-test-registry";
+
+impl TokenRegistry {
+    fn start(backend: u16, user: (&'static str, &'static str)) -> TokenRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let token_requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopping) = (token_requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_token_conn(conn, port, backend, user, &seen);
+                });
+            }
+        });
+        TokenRegistry {
+            port,
+            token_requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn token_requests(&self) -> Vec<String> {
+        self.token_requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TokenRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request per connection (answers say `Connection: close`).
+fn serve_token_conn(
+    mut conn: TcpStream,
+    port: u16,
+    backend: u16,
+    user: (&str, &str),
+    seen: &std::sync::Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = request_line.split(' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+    );
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_end..].to_vec();
+    let respond = |conn: &mut TcpStream, status: &str, extra: &str, body: &str| {
+        write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+            body.len()
+        )
+    };
+
+    if let Some(query) = target.strip_prefix("/token") {
+        let query = query.trim_start_matches('?').to_string();
+        let granted = if method == "POST" {
+            let form = String::from_utf8_lossy(&body).into_owned();
+            seen.lock().unwrap().push(format!("POST {form}"));
+            form.split('&').any(|kv| kv == "grant_type=refresh_token")
+                && form
+                    .split('&')
+                    .any(|kv| kv == format!("refresh_token={REFRESH_TOKEN}"))
+        } else {
+            seen.lock().unwrap().push(format!("GET {query}"));
+            let want = format!(
+                "Basic {}",
+                base64_encode(format!("{}:{}", user.0, user.1).as_bytes())
+            );
+            header("authorization").as_deref() == Some(want.as_str())
+        };
+        return if granted {
+            respond(
+                &mut conn,
+                "200 OK",
+                "",
+                &format!(
+                    r#"{{"token":"{ACCESS_TOKEN}","access_token":"{ACCESS_TOKEN}","expires_in":300}}"#
+                ),
+            )
+        } else {
+            respond(
+                &mut conn,
+                "401 Unauthorized",
+                "",
+                r#"{"error":"invalid_grant"}"#,
+            )
+        };
+    }
+
+    if header("authorization").as_deref() != Some(format!("Bearer {ACCESS_TOKEN}").as_str()) {
+        let scope = target
+            .strip_prefix("/v2/")
+            .and_then(|p| p.rsplit_once("/manifests/").or(p.rsplit_once("/blobs/")))
+            .map(|(repo, _)| format!(",scope=\"repository:{repo}:pull\""))
+            .unwrap_or_default();
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"{TOKEN_SERVICE}\"{scope}\r\n"
+        );
+        return respond(
+            &mut conn,
+            "401 Unauthorized",
+            &challenge,
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        );
+    }
+    // Authorized: the same request to the registry, which needs no credentials.
+    let mut up = TcpStream::connect(("127.0.0.1", backend))?;
+    let mut req = format!("{request_line}\r\n");
+    for (k, v) in &headers {
+        if k != "authorization" && k != "connection" {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    up.write_all(req.as_bytes())?;
+    up.write_all(&body)?;
+    std::io::copy(&mut up, &mut conn)?;
+    Ok(())
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// CRI's registry_token (a bearer token used as is) and identity_token (a refresh token
+/// traded at the registry's token service) against a registry that speaks token auth; and
+/// the username/password path through the same token service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_and_identity_tokens_are_used() {
+    require!();
+    let reg = Registry::start(None);
+    push_test_images(&reg, None).await;
+    let tokens = TokenRegistry::start(reg.port, ("rcri", "s3cret"));
+    let t = TempDir::new("token");
+    let s = store(&t);
+    let cfg = direct(&tokens.host());
+    let name = format!("{}/rcri-test/busybox", tokens.host());
+    let cri_auth = |registry_token: &str, identity_token: &str| {
+        let a = k8s_cri::v1::AuthConfig {
+            registry_token: registry_token.into(),
+            identity_token: identity_token.into(),
+            server_address: tokens.host(),
+            ..Default::default()
+        };
+        Auth::from_cri(&a).unwrap()
+    };
+
+    // Anonymous: the token service gives nothing.
+    let err = expect_err(s.pull(&name, None, &cfg).await);
+    assert_eq!(err.grpc_code(), Code::Unauthenticated, "{err}");
+
+    // registry_token: sent to the registry as the bearer token, no token service involved.
+    let before = tokens.token_requests().len();
+    let err = expect_err(s.pull_with_server(&name, cri_auth("wrong", ""), &cfg).await);
+    assert_eq!(err.grpc_code(), Code::Unauthenticated, "{err}");
+    assert_clean(&s);
+    let img = s
+        .pull_with_server(&name, cri_auth(ACCESS_TOKEN, ""), &cfg)
+        .await
+        .unwrap();
+    assert_eq!(img.repo_tags, [format!("{name}:latest")]);
+    assert_eq!(tokens.token_requests().len(), before, "token service asked");
+    s.remove(&img.id).unwrap();
+
+    // identity_token: traded (POST, refresh_token grant, this repository's pull scope).
+    let err = expect_err(s.pull_with_server(&name, cri_auth("", "stale"), &cfg).await);
+    assert_eq!(err.grpc_code(), Code::Unauthenticated, "{err}");
+    assert!(
+        err.to_string().contains("refused the identity token"),
+        "{err}"
+    );
+    assert_clean(&s);
+    let img = s
+        .pull_with_server(&name, cri_auth("", REFRESH_TOKEN), &cfg)
+        .await
+        .unwrap();
+    assert_eq!(img.repo_tags, [format!("{name}:latest")]);
+    let posts: Vec<String> = tokens
+        .token_requests()
+        .into_iter()
+        .filter(|r| r.starts_with("POST ") && r.contains(REFRESH_TOKEN))
+        .collect();
+    assert_eq!(posts.len(), 1, "{:?}", tokens.token_requests());
+    let form = &posts[0];
+    for want in [
+        "grant_type=refresh_token",
+        &format!("service={TOKEN_SERVICE}"),
+        "scope=repository%3Arcri-test%2Fbusybox%3Apull",
+    ] {
+        assert!(form.contains(want), "{want} not in {form}");
+    }
+    with_rootfs(&s, &img.id, |root| {
+        assert!(root.join("bin/busybox").is_file());
+    });
+    s.remove(&img.id).unwrap();
+
+    // Username and password: traded at the token service too (GET with Basic).
+    let basic = Auth::Basic {
+        username: "rcri".into(),
+        password: "s3cret".into(),
+    };
+    let img = s.pull(&name, Some(basic), &cfg).await.unwrap();
+    assert!(tokens
+        .token_requests()
+        .iter()
+        .any(|r| r.starts_with("GET ") && r.contains("rcri-test%2Fbusybox")));
+    assert_eq!(img.repo_tags, [format!("{name}:latest")]);
+    assert_clean(&s);
+}

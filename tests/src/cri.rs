@@ -603,3 +603,40 @@ pub fn container_config(name: &str, args: &[&str]) -> cri::ContainerConfig {
         ..Default::default()
     }
 }
+
+// ---- streaming (exec -i/-t, attach, port-forward) helpers ----
+
+/// `target/debug/rcrictl`, next to rcri.
+pub fn rcrictl_bin() -> PathBuf {
+    rcri_bin().with_file_name("rcrictl")
+}
+
+impl Rcri {
+    /// An `rcrictl -r <our socket> ARGS...` command run inside the test's network namespace,
+    /// where rcri's streaming server listens on loopback. Not spawned: the caller sets stdio.
+    pub fn rcrictl(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.netns.name()])
+            .arg(rcrictl_bin())
+            .arg("-r")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args);
+        cmd
+    }
+
+    /// Runs `f` on a thread inside the test's network namespace (for TCP clients of the
+    /// streaming server or of a forwarded port); the thread ends with `f`.
+    pub fn in_netns_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let ns = fs::File::open(self.netns.path())
+            .with_context(|| format!("failed to open {}", self.netns.path()))?;
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<T> {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .context("setns into the test netns")?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow!("netns thread panicked"))?
+        })
+    }
+}

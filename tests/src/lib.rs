@@ -1167,3 +1167,87 @@ impl Drop for HostFile {
         let _ = fs::remove_file(&self.0);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Leak checks (stress and fault tests)
+// ---------------------------------------------------------------------------------------------
+
+/// How many fds process `pid` (or `self`) has open.
+pub fn open_fd_count(pid: &str) -> Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    Ok(fs::read_dir(&dir)
+        .with_context(|| format!("failed to read {dir}"))?
+        .count())
+}
+
+/// The resident set size of `pid` in kB (VmRSS of /proc/PID/status).
+pub fn vm_rss_kb(pid: i32) -> Result<u64> {
+    let rss = proc_status(pid, "VmRSS")?;
+    rss.trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("VmRSS of {pid} is not a number of kB: {rss:?}"))
+}
+
+/// The live processes whose parent is `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| pid_alive(p))
+        .filter(|&p| {
+            fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Live processes in a cgroup (any hierarchy) one of whose path components starts with
+/// `prefix` (e.g. the unique id prefix of a test's containers).
+pub fn processes_in_cgroups_named(prefix: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| pid_alive(p))
+        .filter(|&p| {
+            fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|text| {
+                text.lines().any(|line| {
+                    line.splitn(3, ':')
+                        .nth(2)
+                        .is_some_and(|path| path.split('/').any(|c| c.starts_with(prefix)))
+                })
+            })
+        })
+        .collect()
+}
+
+/// Cgroup dirs directly under this process's own cgroup, in every hierarchy, whose name starts
+/// with `prefix`: where relative cgroupsPaths of the tests' containers land.
+pub fn own_cgroups_named(prefix: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for h in hierarchies()? {
+        let own = h.dir(&h.own);
+        let Ok(entries) = fs::read_dir(&own) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(prefix)
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                found.push(entry.path());
+            }
+        }
+    }
+    Ok(found)
+}

@@ -178,7 +178,8 @@ fn bad_requests_get_the_right_codes_and_leave_nothing() -> Result<()> {
     let rcri = Rcri::start()?;
     let bogus = "0123456789abcdef";
     assert_eq!(status_code(rcri.pod_status(bogus)), tonic::Code::NotFound);
-    assert_eq!(status_code(rcri.stop_pod(bogus)), tonic::Code::NotFound);
+    // Stop and remove of what is already gone succeed (CRI: idempotent, as critest checks).
+    rcri.stop_pod(bogus)?;
     rcri.remove_pod(bogus)?;
     assert_eq!(
         status_code(rcri.container_status(bogus)),
@@ -188,10 +189,7 @@ fn bad_requests_get_the_right_codes_and_leave_nothing() -> Result<()> {
         status_code(rcri.start_container(bogus)),
         tonic::Code::NotFound
     );
-    assert_eq!(
-        status_code(rcri.stop_container(bogus, 0)),
-        tonic::Code::NotFound
-    );
+    rcri.stop_container(bogus, 0)?;
     assert_eq!(
         status_code(rcri.exec_sync(bogus, &["true"], 1)),
         tonic::Code::NotFound
@@ -530,5 +528,139 @@ fn seccomp_runtime_default_filters_and_unconfined_does_not() -> Result<()> {
     let free = with_profile("free", &["sleep", "1000"], ProfileType::Unconfined);
     let id = rcri.run_container(&pod_id, &free, &pod)?;
     assert_eq!(sh(&id, "grep Seccomp: /proc/self/status")?.1, "Seccomp:\t0");
+    Ok(())
+}
+
+/// Containers of one pod share its /dev/shm (POSIX shared memory between a process and its
+/// sidecar), which lives exactly as long as the pod; a host-IPC pod sees the host's.
+#[test]
+fn containers_of_a_pod_share_its_dev_shm() -> Result<()> {
+    let rcri = Rcri::start()?;
+    let pod = pod_config("shm", true, &rcri.log_dir());
+    let pod_id = rcri
+        .run_pod(&pod)
+        .map_err(|s| anyhow!("RunPodSandbox: {s:?}\n{}", rcri.server_log()))?;
+    let writer = rcri.run_container(
+        &pod_id,
+        &container_config(
+            "writer",
+            &["sh", "-c", "echo from-writer >/dev/shm/note; sleep 300"],
+        ),
+        &pod,
+    )?;
+    let reader = rcri.run_container(
+        &pod_id,
+        &container_config("reader", &["sleep", "300"]),
+        &pod,
+    )?;
+    let deadline = std::time::Instant::now() + EXIT_TIMEOUT;
+    let seen = loop {
+        let r = rcri.exec_sync(&reader, &["cat", "/dev/shm/note"], 10)?;
+        if r.exit_code == 0 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout).trim(),
+        "from-writer",
+        "{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    // It is a tmpfs of the pod's, not the host's /dev/shm.
+    assert!(!std::path::Path::new("/dev/shm/note").exists());
+    let df = rcri.exec_sync(&writer, &["sh", "-c", "grep ' /dev/shm ' /proc/mounts"], 10)?;
+    let line = String::from_utf8_lossy(&df.stdout).to_string();
+    assert!(
+        line.contains("tmpfs")
+            && line.contains("nosuid")
+            && line.contains("nodev")
+            && line.contains("noexec"),
+        "{line}"
+    );
+
+    let shm_mounts = || {
+        e2e::mounts_under(&rcri.state())
+            .into_iter()
+            .filter(|m| m.ends_with("shm"))
+            .count()
+    };
+    assert_eq!(
+        shm_mounts(),
+        1,
+        "the pod's shm is mounted under rcri's state dir"
+    );
+    rcri.stop_pod(&pod_id)?;
+    assert_eq!(shm_mounts(), 0, "StopPodSandbox unmounts the pod's shm");
+    rcri.remove_pod(&pod_id)?;
+
+    // A pod in the host's IPC namespace uses the host's /dev/shm.
+    let mut host_ipc = pod_config("hostipc", true, &rcri.log_dir());
+    if let Some(opts) = host_ipc
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        opts.ipc = cri::NamespaceMode::Node as i32;
+    } else {
+        return Err(anyhow!("pod_config has no namespace options to set"));
+    }
+    let pod_id = rcri.run_pod(&host_ipc).map_err(|s| anyhow!("{s:?}"))?;
+    assert_eq!(shm_mounts(), 0, "a host-IPC pod has no shm of its own");
+    let marker = format!("/dev/shm/rcri-e2e-{}", std::process::id());
+    fs::write(&marker, "host")?;
+    let c = rcri.run_container(
+        &pod_id,
+        &container_config("c", &["sleep", "300"]),
+        &host_ipc,
+    )?;
+    let r = rcri.exec_sync(&c, &["cat", &marker], 10);
+    let _ = fs::remove_file(&marker);
+    assert_eq!(String::from_utf8_lossy(&r?.stdout), "host");
+    rcri.stop_pod(&pod_id)?;
+    rcri.remove_pod(&pod_id)?;
+    Ok(())
+}
+
+/// Privileged and add-ALL containers get every capability rcri itself may hand out: on a host
+/// (or in a container) whose bounding set lacks some, asking for those would fail the start.
+#[test]
+fn privileged_and_add_all_get_the_capabilities_rcri_holds() -> Result<()> {
+    let bounding = fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .ok_or_else(|| anyhow!("no CapBnd"))?;
+    let rcri = Rcri::start()?;
+    let pod = pod_config("caps", true, &rcri.log_dir());
+    let pod_id = rcri
+        .run_pod(&pod)
+        .map_err(|s| anyhow!("RunPodSandbox: {s:?}\n{}", rcri.server_log()))?;
+    for (name, privileged, add_all) in [("priv", true, false), ("addall", false, true)] {
+        let mut c = container_config(name, &["sleep", "300"]);
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                privileged,
+                capabilities: add_all.then(|| cri::Capability {
+                    add_capabilities: vec!["ALL".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            resources: None,
+        });
+        let id = rcri
+            .run_container(&pod_id, &c, &pod)
+            .map_err(|e| anyhow!("{name}: {e:?}\n{}", rcri.server_log()))?;
+        let out = rcri.exec_sync(&id, &["grep", "CapEff", "/proc/self/status"], 10)?;
+        let eff = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            eff.trim().trim_start_matches("CapEff:").trim(),
+            bounding,
+            "{name}: the container's effective set is rcri's bounding set"
+        );
+    }
+    rcri.stop_pod(&pod_id)?;
+    rcri.remove_pod(&pod_id)?;
     Ok(())
 }

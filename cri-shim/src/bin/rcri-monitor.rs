@@ -5,7 +5,7 @@
 //!
 //! The arguments are the ones `MonitorArgs::to_argv` writes (a leading `monitor` is allowed);
 //! they are parsed by hand: clap would double this binary's size for eight fixed flags.
-use rcri::monitor::{self, MonitorArgs};
+use rcri::monitor::{self, MonitorArgs, StdioMode};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -17,10 +17,25 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Result<MonitorArgs, String
     let mut runtime = None;
     let mut runtime_root = None;
     let mut sync_fd = 3;
+    let mut stdio = StdioMode::default();
     while let Some(flag) = argv.next() {
         let flag = flag.to_string_lossy().into_owned();
-        if flag == "monitor" {
-            continue;
+        // The flags without a value.
+        match flag.as_str() {
+            "monitor" => continue,
+            "--tty" => {
+                stdio.tty = true;
+                continue;
+            }
+            "--stdin" => {
+                stdio.stdin = true;
+                continue;
+            }
+            "--stdin-once" => {
+                stdio.stdin_once = true;
+                continue;
+            }
+            _ => {}
         }
         let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -50,6 +65,7 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Result<MonitorArgs, String
         runtime: need(runtime, "--runtime")?,
         runtime_root: need(runtime_root, "--runtime-root")?,
         sync_fd,
+        stdio,
     })
 }
 
@@ -78,9 +94,22 @@ mod tests {
             runtime: "/r".into(),
             runtime_root: "/rr".into(),
             sync_fd: 3,
+            stdio: StdioMode::default(),
         };
         let parsed = parse(args.to_argv().into_iter()).unwrap();
         assert_eq!(parsed.to_argv(), args.to_argv());
+        assert_eq!(parsed.stdio, StdioMode::default());
+        let tty = MonitorArgs {
+            stdio: StdioMode {
+                tty: true,
+                stdin: true,
+                stdin_once: true,
+            },
+            ..args.clone()
+        };
+        let parsed = parse(tty.to_argv().into_iter()).unwrap();
+        assert_eq!(parsed.stdio, tty.stdio);
+        assert_eq!(parsed.to_argv(), tty.to_argv());
         assert!(parse(["--id".into()].into_iter()).is_err());
         assert!(parse(["--bogus".into(), "x".into()].into_iter()).is_err());
     }

@@ -32,6 +32,11 @@ enum Command {
     Monitor(MonitorCli),
     /// The pod infra process: sleeps, reaps, exits 0 on SIGINT/SIGTERM
     Pause,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -66,6 +71,9 @@ struct ServeArgs {
     /// tracing filter [default: info]
     #[arg(long)]
     log_level: Option<String>,
+    /// Log lines as text or json [default: text]
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// OCI image layout to import at start (repeatable)
     #[arg(long = "import-layout")]
     import_layouts: Vec<PathBuf>,
@@ -90,6 +98,12 @@ struct MonitorCli {
     runtime_root: PathBuf,
     #[arg(long, default_value_t = 3)]
     sync_fd: i32,
+    #[arg(long)]
+    tty: bool,
+    #[arg(long)]
+    stdin: bool,
+    #[arg(long)]
+    stdin_once: bool,
 }
 
 fn main() {
@@ -103,12 +117,32 @@ fn main() {
             runtime: m.runtime,
             runtime_root: m.runtime_root,
             sync_fd: m.sync_fd,
+            stdio: monitor::StdioMode {
+                tty: m.tty,
+                stdin: m.stdin,
+                stdin_once: m.stdin_once,
+            },
         }),
         Some(Command::Pause) => pause(),
+        Some(Command::Completion { shell }) => completion(shell),
         Some(Command::Serve(args)) => report(serve(args)),
         None => report(serve(cli.serve)),
     };
     std::process::exit(code);
+}
+
+fn completion(shell: clap_complete::Shell) -> i32 {
+    use clap::CommandFactory;
+    // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "rcri", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rcri: failed to write the completion script: {e}");
+            1
+        }
+    }
 }
 
 fn report(result: Result<()>) -> i32 {
@@ -182,6 +216,9 @@ fn load_config(args: ServeArgs) -> Result<Config> {
     if let Some(v) = args.log_level {
         config.log_level = v;
     }
+    if let Some(v) = args.log_format {
+        config.log_format = v;
+    }
     config.import_layouts.extend(args.import_layouts);
     if args.fallback_rootfs.is_some() {
         config.fallback_rootfs = args.fallback_rootfs;
@@ -193,13 +230,18 @@ fn load_config(args: ServeArgs) -> Result<Config> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(args)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log_level)
-                .context("invalid log level")?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log_level).context("invalid log level")?;
+    // Colours only for a person at a terminal, not in a file or the journal.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let rcri_exe = std::env::current_exe().context("failed to find our own binary")?;
     for dir in [&config.root_dir, &config.state_dir, &config.runtime_root] {
         std::fs::create_dir_all(dir)
@@ -240,6 +282,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     rt.block_on(async move {
         rcri::sandbox::recover(&ctx).await;
         rcri::container::recover(&ctx).await;
+        rcri::streaming::server::start(ctx.streaming.clone(), &ctx.config.streaming_addr)
+            .await
+            .context("failed to start the streaming server")?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut term =
@@ -269,7 +314,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         };
         tokio::select! {
-            result = rcri::server::serve(ctx, &listen, shutdown) => result,
+            result = rcri::server::serve(ctx, &listen, shutdown) => result.map_err(anyhow::Error::from),
             () = grace => {
                 let _ = std::fs::remove_file(&listen);
                 Ok(())

@@ -17,6 +17,9 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::{json, Map, Value};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+#[path = "rcrictl/streaming.rs"]
+mod streaming;
+
 const DEFAULT_ENDPOINT: &str = "unix:///run/rcri/rcri.sock";
 
 #[derive(Parser, Debug)]
@@ -31,7 +34,8 @@ struct Cli {
     #[arg(short = 'r', long = "runtime-endpoint", global = true)]
     runtime_endpoint: Option<String>,
     /// The image service socket; default $IMAGE_SERVICE_ENDPOINT, else the runtime endpoint.
-    #[arg(short = 'i', long = "image-endpoint", global = true)]
+    /// (Before the command, as in crictl: `exec -i` is --interactive.)
+    #[arg(short = 'i', long = "image-endpoint")]
     image_endpoint: Option<String>,
     /// Seconds to wait for each call (and for connecting). Given before the command:
     /// `stop` and `exec` have a --timeout of their own.
@@ -48,6 +52,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show the runtime's name and versions.
     Version,
     /// Show the runtime's status conditions and verbose info as JSON.
@@ -142,17 +151,52 @@ enum Cmd {
     Inspect { ids: Vec<String> },
     /// Show a pod sandbox's status (verbose) as JSON.
     Inspectp { ids: Vec<String> },
-    /// Run a command in a container and wait for it (ExecSync); exits with its code.
+    /// Run a command in a container; exits with its code. Without -i/-t it runs through
+    /// ExecSync, with them it streams (Exec).
     Exec {
-        /// Accepted for crictl compatibility: every exec here is synchronous.
+        /// Accepted for crictl compatibility: an exec without -i/-t is synchronous.
         #[arg(short, long)]
         sync: bool,
+        /// Stream stdin to the command.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Give the command a terminal (raw mode locally when stdin is one).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Streaming protocol.
+        #[arg(long, value_enum, default_value = "spdy")]
+        transport: streaming::Transport,
+        /// With -t and a stdin that is not a terminal: the size to announce (WIDTHxHEIGHT).
+        #[arg(long, value_parser = streaming::parse_size)]
+        term_size: Option<rcri::streaming::TermSize>,
         /// Seconds before the runtime kills the command (0: none).
         #[arg(long, default_value_t = 0)]
         timeout: i64,
         id: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<String>,
+    },
+    /// Attach to a running container's stdio.
+    Attach {
+        /// Stream stdin to the container.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// The container has a terminal (raw mode locally when stdin is one).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Streaming protocol.
+        #[arg(long, value_enum, default_value = "spdy")]
+        transport: streaming::Transport,
+        id: String,
+    },
+    /// Forward a local port (on 127.0.0.1) to a port of a pod, until interrupted.
+    PortForward {
+        /// Streaming protocol.
+        #[arg(long, value_enum, default_value = "spdy")]
+        transport: streaming::Transport,
+        pod: String,
+        /// LOCAL:REMOTE, or REMOTE for the same port locally (LOCAL 0: any free port).
+        ports: String,
     },
     /// Print a container's logs (from its CRI log file).
     Logs {
@@ -192,6 +236,54 @@ enum Cmd {
     Rmi { images: Vec<String> },
     /// Show the image file system usage as JSON.
     Imagefsinfo,
+    /// Show containers' resource usage (ContainerStats / ListContainerStats).
+    Stats {
+        /// A container id (or prefix); all containers if none.
+        id: Option<String>,
+        #[arg(short, long)]
+        pod: Option<String>,
+        #[arg(short, long)]
+        label: Vec<String>,
+        /// table or json
+        #[arg(short, long, default_value = "table")]
+        output: String,
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Show pods' resource usage (PodSandboxStats / ListPodSandboxStats).
+    Statsp {
+        /// A pod id (or prefix); all pods if none.
+        id: Option<String>,
+        #[arg(short, long)]
+        label: Vec<String>,
+        /// table or json
+        #[arg(short, long, default_value = "table")]
+        output: String,
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Change running containers' resources (UpdateContainerResources).
+    Update {
+        /// Memory limit in bytes (suffixes k, m, g accepted).
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(long = "cpu-share", alias = "cpu-shares")]
+        cpu_shares: Option<i64>,
+        #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+        cpu_quota: Option<i64>,
+        #[arg(long = "cpu-period")]
+        cpu_period: Option<i64>,
+        #[arg(long = "cpuset-cpus")]
+        cpuset_cpus: Option<String>,
+        #[arg(long = "cpuset-mems")]
+        cpuset_mems: Option<String>,
+        ids: Vec<String>,
+    },
+    /// Follow container events (GetContainerEvents), a line each (or JSON with -o json).
+    Events {
+        #[arg(short, long, default_value = "table")]
+        output: String,
+    },
 }
 
 fn main() {
@@ -202,6 +294,9 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if let Cmd::Completion { shell } = cli.cmd {
+        std::process::exit(completion(shell));
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,6 +312,20 @@ fn main() {
         Err(e) => {
             eprintln!("rcrictl: {e:#}");
             std::process::exit(1);
+        }
+    }
+}
+
+fn completion(shell: clap_complete::Shell) -> i32 {
+    use clap::CommandFactory;
+    // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "rcrictl", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rcrictl: failed to write the completion script: {e}");
+            1
         }
     }
 }
@@ -263,6 +372,7 @@ async fn run(cli: Cli) -> Result<i32> {
     let call_timeout = match &cli.cmd {
         Cmd::Exec { timeout: t, .. } if *t > 0 => timeout.max(Duration::from_secs(*t as u64 + 10)),
         Cmd::Exec { .. } => Duration::from_secs(24 * 3600),
+        Cmd::Events { .. } => Duration::from_secs(365 * 24 * 3600),
         _ => timeout,
     };
     let runtime_endpoint = cli
@@ -286,6 +396,8 @@ async fn run(cli: Cli) -> Result<i32> {
         img: ImageServiceClient::new(img_ch),
     };
     match cli.cmd {
+        // Handled in main, before any connection.
+        Cmd::Completion { .. } => {}
         Cmd::Version => {
             let v =
                 c.rt.version(cri::VersionRequest {
@@ -644,10 +756,78 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Exec {
-            sync: _,
-            timeout,
+            interactive,
+            tty,
+            transport,
+            term_size,
             id,
             cmd,
+            ..
+        } if interactive || tty => {
+            let url =
+                c.rt.exec(cri::ExecRequest {
+                    container_id: id,
+                    cmd,
+                    tty,
+                    stdin: interactive,
+                    stdout: true,
+                    stderr: !tty,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .url;
+            let local = streaming::Local {
+                stdin: interactive,
+                tty,
+                size: term_size,
+            };
+            return streaming::remotecommand(&url, transport, local).await;
+        }
+        Cmd::Attach {
+            interactive,
+            tty,
+            transport,
+            id,
+        } => {
+            let url =
+                c.rt.attach(cri::AttachRequest {
+                    container_id: id,
+                    tty,
+                    stdin: interactive,
+                    stdout: true,
+                    stderr: !tty,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .url;
+            let local = streaming::Local {
+                stdin: interactive,
+                tty,
+                size: None,
+            };
+            return streaming::remotecommand(&url, transport, local).await;
+        }
+        Cmd::PortForward {
+            transport,
+            pod,
+            ports,
+        } => {
+            let (local, remote) = match ports.split_once(':') {
+                Some((l, r)) => (l.parse::<u16>(), r.parse::<u16>()),
+                None => (ports.parse::<u16>(), ports.parse::<u16>()),
+            };
+            let (Ok(local), Ok(remote)) = (local, remote) else {
+                bail!("bad port spec {ports:?}: want LOCAL:REMOTE or PORT");
+            };
+            if remote == 0 {
+                bail!("the remote port cannot be 0");
+            }
+            return streaming::port_forward(c.rt.clone(), &pod, transport, local, remote).await;
+        }
+        Cmd::Exec {
+            timeout, id, cmd, ..
         } => {
             let r =
                 c.rt.exec_sync(cri::ExecSyncRequest {
@@ -778,6 +958,141 @@ async fn run(cli: Cli) -> Result<i32> {
                     .await
                     .map_err(status_err)?;
                 println!("Deleted: {i}");
+            }
+        }
+        Cmd::Stats {
+            id,
+            pod,
+            label,
+            output,
+            no_trunc,
+        } => {
+            let filter = cri::ContainerStatsFilter {
+                id: id.unwrap_or_default(),
+                pod_sandbox_id: pod.unwrap_or_default(),
+                label_selector: parse_labels(&label)?,
+            };
+            let stats = container_stats_twice(&mut c, filter).await?;
+            if output == "json" {
+                print_json(&json!({ "stats": keys_to_camel(to_json(&stats)?, false) }))?;
+            } else {
+                let mut t = vec![row(&[
+                    "CONTAINER",
+                    "NAME",
+                    "CPU %",
+                    "MEM",
+                    "DISK",
+                    "INODES",
+                ])];
+                for s in &stats {
+                    let attrs = s.attributes.clone().unwrap_or_default();
+                    let layer = s.writable_layer.clone().unwrap_or_default();
+                    t.push(vec![
+                        trunc(&attrs.id, no_trunc),
+                        attrs.metadata.map(|m| m.name).unwrap_or_default(),
+                        cpu_percent(s.cpu.as_ref()),
+                        mem_text(s.memory.as_ref()),
+                        human_size(layer.used_bytes.map(|v| v.value).unwrap_or(0)),
+                        layer.inodes_used.map(|v| v.value).unwrap_or(0).to_string(),
+                    ]);
+                }
+                print_table(&t);
+            }
+        }
+        Cmd::Statsp {
+            id,
+            label,
+            output,
+            no_trunc,
+        } => {
+            let filter = cri::PodSandboxStatsFilter {
+                id: id.unwrap_or_default(),
+                label_selector: parse_labels(&label)?,
+            };
+            let stats = pod_stats_twice(&mut c, filter).await?;
+            if output == "json" {
+                print_json(&json!({ "stats": keys_to_camel(to_json(&stats)?, false) }))?;
+            } else {
+                let mut t = vec![row(&[
+                    "POD",
+                    "NAME",
+                    "CPU %",
+                    "MEM",
+                    "PROCESSES",
+                    "RX",
+                    "TX",
+                ])];
+                for s in &stats {
+                    let attrs = s.attributes.clone().unwrap_or_default();
+                    let linux = s.linux.clone().unwrap_or_default();
+                    let net = linux.network.unwrap_or_default();
+                    let (rx, tx) = net.interfaces.iter().fold((0, 0), |(rx, tx), i| {
+                        (
+                            rx + i.rx_bytes.map(|v| v.value).unwrap_or(0),
+                            tx + i.tx_bytes.map(|v| v.value).unwrap_or(0),
+                        )
+                    });
+                    t.push(vec![
+                        trunc(&attrs.id, no_trunc),
+                        attrs.metadata.map(|m| m.name).unwrap_or_default(),
+                        cpu_percent(linux.cpu.as_ref()),
+                        mem_text(linux.memory.as_ref()),
+                        linux
+                            .process
+                            .and_then(|p| p.process_count)
+                            .map(|v| v.value.to_string())
+                            .unwrap_or_default(),
+                        human_size(rx),
+                        human_size(tx),
+                    ]);
+                }
+                print_table(&t);
+            }
+        }
+        Cmd::Update {
+            memory,
+            cpu_shares,
+            cpu_quota,
+            cpu_period,
+            cpuset_cpus,
+            cpuset_mems,
+            ids,
+        } => {
+            need_ids(&ids)?;
+            let linux = cri::LinuxContainerResources {
+                memory_limit_in_bytes: memory.as_deref().map(parse_bytes).transpose()?.unwrap_or(0),
+                cpu_shares: cpu_shares.unwrap_or(0),
+                cpu_quota: cpu_quota.unwrap_or(0),
+                cpu_period: cpu_period.unwrap_or(0),
+                cpuset_cpus: cpuset_cpus.unwrap_or_default(),
+                cpuset_mems: cpuset_mems.unwrap_or_default(),
+                ..Default::default()
+            };
+            for id in ids {
+                c.rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+                    container_id: id.clone(),
+                    linux: Some(linux.clone()),
+                    windows: None,
+                    annotations: HashMap::new(),
+                })
+                .await
+                .map_err(status_err)?;
+                println!("{id}");
+            }
+        }
+        Cmd::Events { output } => {
+            let mut events =
+                c.rt.get_container_events(cri::GetEventsRequest {})
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+            while let Some(e) = events.message().await.map_err(status_err)? {
+                if output == "json" {
+                    println!("{}", keys_to_camel(to_json(&e)?, false));
+                } else {
+                    println!("{}", event_line(&e));
+                }
+                std::io::stdout().flush()?;
             }
         }
         Cmd::Imagefsinfo => {
@@ -1543,6 +1858,111 @@ async fn print_logs(
             }
         }
     }
+}
+
+// -- stats, update, events --------------------------------------------------------------------
+
+/// ListContainerStats; asked again after a second when some CPU rate is still missing (the
+/// runtime computes it between two samples, as crictl's own two-sample CPU % does).
+async fn container_stats_twice(
+    c: &mut Clients,
+    filter: cri::ContainerStatsFilter,
+) -> Result<Vec<cri::ContainerStats>> {
+    let mut stats = Vec::new();
+    for round in 0..2 {
+        stats =
+            c.rt.list_container_stats(cri::ListContainerStatsRequest {
+                filter: Some(filter.clone()),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner()
+            .stats;
+        let missing = stats
+            .iter()
+            .any(|s| s.cpu.as_ref().is_some_and(|c| c.usage_nano_cores.is_none()));
+        if !missing || round == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    Ok(stats)
+}
+
+async fn pod_stats_twice(
+    c: &mut Clients,
+    filter: cri::PodSandboxStatsFilter,
+) -> Result<Vec<cri::PodSandboxStats>> {
+    let mut stats = Vec::new();
+    for round in 0..2 {
+        stats =
+            c.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+                filter: Some(filter.clone()),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner()
+            .stats;
+        let missing = stats.iter().any(|s| {
+            s.linux
+                .as_ref()
+                .and_then(|l| l.cpu.as_ref())
+                .is_some_and(|c| c.usage_nano_cores.is_none())
+        });
+        if !missing || round == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    Ok(stats)
+}
+
+fn cpu_percent(cpu: Option<&cri::CpuUsage>) -> String {
+    match cpu.and_then(|c| c.usage_nano_cores.as_ref()) {
+        Some(n) => format!("{:.2}", n.value as f64 / 1e7),
+        None => "-".into(),
+    }
+}
+
+fn mem_text(memory: Option<&cri::MemoryUsage>) -> String {
+    match memory.and_then(|m| m.working_set_bytes.as_ref()) {
+        Some(w) => human_size(w.value),
+        None => "-".into(),
+    }
+}
+
+/// Bytes as a number with an optional binary unit (k, m, g, t).
+fn parse_bytes(text: &str) -> Result<i64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: i64 = digits
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid size {text:?}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| anyhow!("size {text:?} is too large"))
+}
+
+fn event_line(e: &cri::ContainerEventResponse) -> String {
+    let kind = cri::ContainerEventType::try_from(e.container_event_type)
+        .map(|k| k.as_str_name())
+        .unwrap_or("UNKNOWN");
+    let pod = e
+        .pod_sandbox_status
+        .as_ref()
+        .map(|p| p.id.as_str())
+        .unwrap_or("-");
+    let secs = e.created_at / 1_000_000_000;
+    let nanos = (e.created_at % 1_000_000_000) as u32;
+    let at = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos));
+    format!("{at} {kind} {} pod={pod}", e.container_id)
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 //!   image it was made from (which keeps that image from being removed).
 //!
 //! Crash safety: anything named `.tmp-*` is unfinished work and is removed on open; a
-//! snapshot or blob exists under its final name only when it is complete.
+//! snapshot or blob exists under its final name only when it is complete and on disk (fsync
+//! of each blob, syncfs of each unpacked layer, before the rename). Blobs and snapshots that
+//! no record references (a crash between a pull's renames and its record) are collected on
+//! open.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -23,9 +26,12 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+mod idmap;
 pub mod oci;
+pub use idmap::PodUserns;
 pub mod pull;
 pub mod reference;
+pub mod stop_signal;
 pub mod unpack;
 
 pub use pull::{Auth, Mirror, PullError, RegistryConfig};
@@ -340,6 +346,9 @@ impl ImageStore {
             }
         }
         *store.lock() = images;
+        // Content that no record references: left by a failed removal, or by a pull that a
+        // crash stopped before it recorded its image.
+        store.collect_garbage()?;
         Ok(store)
     }
 
@@ -354,6 +363,11 @@ impl ImageStore {
     }
     fn container_dir(&self) -> PathBuf {
         self.root.join("containers")
+    }
+
+    /// Where containers' writable layers (upper and work dirs) live.
+    pub fn containers_root(&self) -> PathBuf {
+        self.container_dir()
     }
 
     /// The path of a blob in the content store.
@@ -652,7 +666,7 @@ impl ImageStore {
                     actual: unpacked.diff_id,
                 });
             }
-            sync_tree(&tmp);
+            sync_tree(&tmp).map_err(io_err("syncfs", &tmp))?;
             match fs::rename(&tmp, &dst) {
                 Ok(()) => Ok(()),
                 // Unpacked meanwhile by a concurrent import: the same content, keep theirs.
@@ -785,9 +799,13 @@ impl ImageStore {
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if keep.contains(&name)
+                // `empty`: the lower dir of layerless images' mounts. `.tmp-*`: a download or
+                // unpack of a pull in flight (stale ones are removed at open, not here).
+                if name.starts_with(".tmp-")
+                    || keep.contains(&name)
                     || kept_manifests.contains(&name)
                     || pins.contains_key(&name)
+                    || name == "empty"
                 {
                     continue;
                 }
@@ -891,6 +909,18 @@ impl ImageStore {
         container_id: &str,
         target: &Path,
     ) -> Result<(), ImageError> {
+        self.mount_rootfs_in_userns(image_id, container_id, target, None)
+    }
+
+    /// [`Self::mount_rootfs`] for a container in a user namespace: its layers are id-mapped
+    /// with it (see idmap.rs).
+    pub fn mount_rootfs_in_userns(
+        &self,
+        image_id: &str,
+        container_id: &str,
+        target: &Path,
+        userns: Option<PodUserns<'_>>,
+    ) -> Result<(), ImageError> {
         if !valid_container_id(container_id) {
             return Err(ImageError::InvalidContainerId(container_id.to_string()));
         }
@@ -929,6 +959,19 @@ impl ImageStore {
                 return Err(ImageError::UnmountablePath(p.clone()));
             }
         }
+        fs::create_dir_all(target).map_err(io_err("create", target))?;
+        if is_mount_point(target) {
+            return Ok(());
+        }
+        // Held until the overlay is mounted (or failed to), then detached.
+        let idmapped = match userns {
+            Some(ns) => Some(idmap::IdmappedLayers::attach(&cdir, &lowers, &upper, ns)?),
+            None => None,
+        };
+        let lowers = match &idmapped {
+            Some(l) => l.lowers.clone(),
+            None => lowers,
+        };
         let lowerdir = lowers
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
@@ -942,10 +985,6 @@ impl ImageStore {
         // mount(2) copies at most a page of options.
         if data.len() >= 4096 {
             return Err(ImageError::TooManyLayers(img.id));
-        }
-        fs::create_dir_all(target).map_err(io_err("create", target))?;
-        if is_mount_point(target) {
-            return Ok(());
         }
         mount(
             Some("overlay"),
@@ -982,6 +1021,7 @@ impl ImageStore {
             }
         }
         let cdir = self.container_dir().join(container_id);
+        idmap::detach_all(&cdir)?;
         match fs::remove_dir_all(&cdir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -993,7 +1033,11 @@ impl ImageStore {
     pub fn fs_usage(&self) -> Result<(FsUsage, FsUsage), ImageError> {
         let mut seen = HashSet::new();
         let mut images = FsUsage::default();
-        for d in [self.root.join("blobs"), self.snapshot_dir()] {
+        for d in [
+            self.root.join("blobs"),
+            self.snapshot_dir(),
+            self.image_dir(),
+        ] {
             du(&d, &mut seen, &mut images);
         }
         let mut containers = FsUsage::default();
@@ -1113,12 +1157,11 @@ fn remove_temp_entries(dir: &Path) {
     }
 }
 
-/// Flushes an unpacked snapshot before it is renamed into place (a crash then leaves either
-/// no snapshot or a complete one). syncfs covers the whole file system in one call.
-fn sync_tree(dir: &Path) {
-    if let Ok(f) = File::open(dir) {
-        let _ = nix::unistd::syncfs(&f);
-    }
+/// Flushes what was written under `dir` (and the rest of its file system: syncfs(2) covers the
+/// whole file system in one call, cheaper than an fsync per unpacked file).
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    let f = File::open(dir)?;
+    nix::unistd::syncfs(&f).map_err(io::Error::from)
 }
 
 fn is_mount_point(p: &Path) -> bool {

@@ -703,3 +703,42 @@ fn critest_layout_imports_with_its_registry_names() {
     assert!(rootfs.join("bin/sh").exists());
     store.remove_rootfs("c", &rootfs).unwrap();
 }
+
+/// What a crash leaves between a pull's renames and its sync + record (content under final
+/// names that no record references, possibly incomplete) is collected on open; recorded
+/// images keep theirs, and the lower dir of layerless images stays.
+#[test]
+fn open_collects_content_no_image_references() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Some(layout) = mkimage_layout() else {
+        eprintln!("skipped: hack/mkimage.sh failed (busybox-static missing?)");
+        return;
+    };
+    let t = TempDir::new("reopen");
+    let root = t.0.join("store");
+    let store = ImageStore::open(&root).unwrap();
+    let img = store.import_oci_layout(&layout).unwrap().remove(0);
+    drop(store);
+    let orphan_blob = root.join("blobs/sha256").join("ab".repeat(32));
+    let orphan_snap = root.join("snapshots").join("cd".repeat(32));
+    fs::write(&orphan_blob, b"half a layer").unwrap();
+    fs::create_dir_all(orphan_snap.join("bin")).unwrap();
+    fs::write(orphan_snap.join("bin/empty-after-crash"), b"").unwrap();
+    fs::create_dir_all(root.join("snapshots/empty")).unwrap();
+
+    let store = ImageStore::open(&root).unwrap();
+    assert!(!orphan_blob.exists(), "unreferenced blob kept");
+    assert!(!orphan_snap.exists(), "unreferenced snapshot kept");
+    assert!(root.join("snapshots/empty").is_dir());
+    let kept = store.get("busybox").unwrap();
+    assert_eq!(kept.id, img.id);
+    for l in &kept.layers {
+        assert!(store.blob_path(&l.digest).unwrap().is_file());
+        assert!(store.snapshot_path(&l.diff_id).unwrap().is_dir());
+    }
+    assert!(store.blob_path(&kept.id).unwrap().is_file());
+    assert!(store.blob_path(&kept.manifest_digest).unwrap().is_file());
+}

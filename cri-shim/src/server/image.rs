@@ -166,16 +166,22 @@ impl ImageService for Images {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let mountpoint = self.ctx.images.root.display().to_string();
-        let usage = cri::FilesystemUsage {
-            timestamp: crate::monitor::now_nanos(),
-            fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
-            used_bytes: None,
-            inodes_used: None,
+        // A walk of the store (du): real blocks and inodes, hard links counted once.
+        let (images, containers) = blocking(&self.ctx, |ctx| ctx.images.fs_usage()).await?;
+        let timestamp = crate::monitor::now_nanos();
+        let usage = |dir: std::path::PathBuf, u: crate::image::FsUsage| cri::FilesystemUsage {
+            timestamp,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: dir.display().to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value { value: u.bytes }),
+            inodes_used: Some(cri::UInt64Value { value: u.inodes }),
         };
         Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![usage],
-            container_filesystems: vec![],
+            image_filesystems: vec![usage(self.ctx.images.root.clone(), images)],
+            // The containers' writable layers live beside the images, on the same file
+            // system: kubelet (through cadvisor) sees the same device and no split.
+            container_filesystems: vec![usage(self.ctx.images.containers_root(), containers)],
         }))
     }
 }

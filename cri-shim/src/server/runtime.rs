@@ -9,7 +9,22 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::{container_status, convert, sandbox_status};
-use crate::{container, sandbox, Context};
+use crate::streaming::backend::{self as streaming, RequestError};
+use crate::{container, sandbox, stats, Context};
+
+fn streaming_status(e: RequestError) -> Status {
+    match e {
+        RequestError::InvalidArgument(m) => Status::invalid_argument(m),
+        RequestError::FailedPrecondition(m) => Status::failed_precondition(m),
+        RequestError::Container(e) => container_status(e),
+        RequestError::Sandbox(e) => sandbox_status(e),
+        RequestError::Streaming(e) => Status::unavailable(crate::error_chain(&e)),
+        RequestError::Attach(e @ streaming::attach::AttachError::NotRunning(_)) => {
+            Status::failed_precondition(crate::error_chain(&e))
+        }
+        RequestError::Attach(e) => Status::internal(crate::error_chain(&e)),
+    }
+}
 
 /// The CRI API version this server speaks, and its own name and version.
 const CRI_VERSION: &str = "v1";
@@ -76,7 +91,15 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         required(&id, "pod_sandbox_id")?;
-        let record = sandbox::get(&self.ctx, &id).map_err(sandbox_status)?;
+        // CRI: Stop* must not fail when the resources are already gone (kubelet retries a
+        // stop after a removal it did not see finish).
+        let record = match sandbox::get(&self.ctx, &id) {
+            Ok(r) => r,
+            Err(sandbox::SandboxError::NotFound(_)) => {
+                return Ok(Response::new(cri::StopPodSandboxResponse {}))
+            }
+            Err(e) => return Err(sandbox_status(e)),
+        };
         // kubelet already stopped the containers with their grace periods; what is left is
         // killed (timeout 0), as CRI asks.
         container::stop_all_in(&self.ctx, &record.id, 0)
@@ -191,9 +214,11 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let req = request.into_inner();
         required(&req.container_id, "container_id")?;
-        container::stop(&self.ctx, &req.container_id, req.timeout)
-            .await
-            .map_err(container_status)?;
+        match container::stop(&self.ctx, &req.container_id, req.timeout).await {
+            // Idempotent, as for StopPodSandbox.
+            Ok(()) | Err(container::ContainerError::NotFound(_)) => {}
+            Err(e) => return Err(container_status(e)),
+        }
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
@@ -240,17 +265,30 @@ impl RuntimeService for Runtime {
             });
             info.insert("info".to_string(), verbose.to_string());
         }
+        let mut status = convert::container_status(&record);
+        status.user = container::user(&record);
         Ok(Response::new(cri::ContainerStatusResponse {
-            status: Some(convert::container_status(&record)),
+            status: Some(status),
             info,
         }))
     }
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(not_yet("UpdateContainerResources"))
+        let req = request.into_inner();
+        required(&req.container_id, "container_id")?;
+        match req.linux {
+            Some(linux) => crate::resources::update(&self.ctx, &req.container_id, linux)
+                .await
+                .map_err(container_status)?,
+            // Only Windows resources: nothing applies here, but the container must exist.
+            None => {
+                container::get(&self.ctx, &req.container_id).map_err(container_status)?;
+            }
+        }
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -259,7 +297,9 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
         let id = request.into_inner().container_id;
         required(&id, "container_id")?;
-        container::reopen_log(&self.ctx, &id).map_err(container_status)?;
+        container::reopen_log(&self.ctx, &id)
+            .await
+            .map_err(container_status)?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
@@ -281,51 +321,106 @@ impl RuntimeService for Runtime {
 
     async fn exec(
         &self,
-        _request: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(not_yet("Exec (streaming)"))
+        let url = streaming::exec_url(&self.ctx, request.into_inner()).map_err(streaming_status)?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _request: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(not_yet("Attach"))
+        let url =
+            streaming::attach_url(&self.ctx, request.into_inner()).map_err(streaming_status)?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(not_yet("PortForward"))
+        let url = streaming::port_forward_url(&self.ctx, request.into_inner())
+            .map_err(streaming_status)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(not_yet("ContainerStats"))
+        let id = request.into_inner().container_id;
+        required(&id, "container_id")?;
+        let record = container::get(&self.ctx, &id).map_err(container_status)?;
+        let stats = off_worker(&self.ctx, move |ctx, mounts| {
+            stats::container_stats(ctx, &record, mounts)
+        })
+        .await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(not_yet("ListContainerStats"))
+        let filter = request.into_inner().filter;
+        let stats = off_worker(&self.ctx, move |ctx, mounts| {
+            stats::prune_samples(ctx);
+            container::list(ctx)
+                .iter()
+                .filter(|r| stats::container_matches(r, &filter))
+                .map(|r| stats::container_stats(ctx, r, mounts))
+                .collect()
+        })
+        .await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(not_yet("PodSandboxStats"))
+        let id = request.into_inner().pod_sandbox_id;
+        required(&id, "pod_sandbox_id")?;
+        let record = sandbox::get(&self.ctx, &id).map_err(sandbox_status)?;
+        let stats = off_worker(&self.ctx, move |ctx, mounts| {
+            let containers: Vec<_> = container::list(ctx)
+                .into_iter()
+                .filter(|c| c.sandbox_id == record.id)
+                .collect();
+            stats::sandbox_stats(ctx, &record, &containers, mounts)
+        })
+        .await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(not_yet("ListPodSandboxStats"))
+        let filter = request.into_inner().filter;
+        let stats = off_worker(&self.ctx, move |ctx, mounts| {
+            stats::prune_samples(ctx);
+            let containers = container::list(ctx);
+            sandbox::list(ctx)
+                .iter()
+                .filter(|s| stats::sandbox_matches(s, &filter))
+                .map(|s| {
+                    let own: Vec<_> = containers
+                        .iter()
+                        .filter(|c| c.sandbox_id == s.id)
+                        .cloned()
+                        .collect();
+                    stats::sandbox_stats(ctx, s, &own, mounts)
+                })
+                .collect()
+        })
+        .await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
@@ -404,12 +499,12 @@ impl RuntimeService for Runtime {
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
                 features: Some(cri::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    user_namespaces: false,
+                    recursive_read_only_mounts: container::runtime_supports_rro(&self.ctx).await,
+                    user_namespaces: crate::sandbox::runtime_supports_userns(&self.ctx).await,
                 }),
             }],
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }
@@ -427,7 +522,21 @@ impl RuntimeService for Runtime {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        use tokio::sync::broadcast::error::RecvError;
+        let receiver = self.ctx.events.subscribe();
+        crate::events::watch_exits(&self.ctx);
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => return Some((Ok(event_response(event)), receiver)),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a GetContainerEvents client fell behind");
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(
@@ -435,7 +544,7 @@ impl RuntimeService for Runtime {
         _request: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
         Ok(Response::new(cri::ListMetricDescriptorsResponse {
-            descriptors: vec![],
+            descriptors: stats::metrics::descriptors(),
         }))
     }
 
@@ -443,8 +552,23 @@ impl RuntimeService for Runtime {
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        let pod_metrics = off_worker(&self.ctx, move |ctx, mounts| {
+            let containers = container::list(ctx);
+            sandbox::list(ctx)
+                .iter()
+                .map(|s| {
+                    let own: Vec<_> = containers
+                        .iter()
+                        .filter(|c| c.sandbox_id == s.id)
+                        .cloned()
+                        .collect();
+                    stats::metrics::pod_metrics(s, &own, mounts)
+                })
+                .collect()
+        })
+        .await?;
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
-            pod_metrics: vec![],
+            pod_metrics,
         }))
     }
 
@@ -457,5 +581,38 @@ impl RuntimeService for Runtime {
                 cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
             }),
         }))
+    }
+}
+
+/// Runs stats collection (file reads, directory walks, a thread per network namespace) on the
+/// blocking pool, with the cgroup mount table read once for the whole call.
+async fn off_worker<T: Send + 'static>(
+    ctx: &Arc<Context>,
+    f: impl FnOnce(&Context, &stats::cgroup::Mounts) -> T + Send + 'static,
+) -> Result<T, Status> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || f(&ctx, &stats::cgroup::Mounts::of_self()))
+        .await
+        .map_err(|e| Status::internal(format!("stats collection failed: {e}")))
+}
+
+fn event_response(event: crate::events::ContainerEvent) -> cri::ContainerEventResponse {
+    use crate::events::EventKind;
+    let kind = match event.kind {
+        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
+        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
+    };
+    cri::ContainerEventResponse {
+        container_id: event.container_id,
+        container_event_type: kind as i32,
+        created_at: event.created_at,
+        pod_sandbox_status: event.sandbox.as_ref().map(convert::pod_sandbox_status),
+        containers_statuses: event
+            .containers
+            .iter()
+            .map(convert::container_status)
+            .collect(),
     }
 }

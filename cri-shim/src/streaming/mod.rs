@@ -111,7 +111,8 @@ pub type CommandFuture = Pin<Box<dyn Future<Output = CommandOutcome> + Send>>;
 /// A backend for exec or attach: given the streams, runs to completion.
 pub type CommandHandler = Box<dyn FnOnce(CommandStreams) -> CommandFuture + Send>;
 
-pub type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<tokio::net::TcpStream>> + Send>>;
+pub type ConnectFuture =
+    Pin<Box<dyn Future<Output = std::io::Result<tokio::net::TcpStream>> + Send>>;
 /// A backend for port forwarding: opens a connection to a port inside the pod.
 pub type PortConnector = Arc<dyn Fn(u16) -> ConnectFuture + Send + Sync>;
 
@@ -120,7 +121,8 @@ pub type PortConnector = Arc<dyn Fn(u16) -> ConnectFuture + Send + Sync>;
 /// kubelet's reference server writes (an exit code goes in `details.causes` as reason
 /// `ExitCode`, which kubectl turns into its own exit status).
 pub fn error_stream_payload(protocol: Protocol, outcome: &CommandOutcome) -> Option<Vec<u8>> {
-    let failure_text = |code: i32| format!("command terminated with non-zero exit code: exit status {code}");
+    let failure_text =
+        |code: i32| format!("command terminated with non-zero exit code: exit status {code}");
     if protocol < Protocol::V4 {
         return match outcome {
             CommandOutcome::Exited(0) => None,
@@ -152,16 +154,25 @@ mod tests {
 
     #[test]
     fn protocols_round_trip_and_order() {
-        for p in [Protocol::V1, Protocol::V2, Protocol::V3, Protocol::V4, Protocol::V5] {
+        for p in [
+            Protocol::V1,
+            Protocol::V2,
+            Protocol::V3,
+            Protocol::V4,
+            Protocol::V5,
+        ] {
             assert_eq!(Protocol::from_name(p.name()), Some(p));
         }
         assert_eq!(Protocol::from_name("v9.channel.k8s.io"), None);
-        assert!(Protocol::V4 > Protocol::V3 && Protocol::V3.has_resize() && !Protocol::V2.has_resize());
+        assert!(
+            Protocol::V4 > Protocol::V3 && Protocol::V3.has_resize() && !Protocol::V2.has_resize()
+        );
     }
 
     #[test]
     fn v4_status_carries_the_exit_code_as_a_cause() {
-        let bytes = error_stream_payload(Protocol::V4, &CommandOutcome::Exited(7)).unwrap_or_default();
+        let bytes =
+            error_stream_payload(Protocol::V4, &CommandOutcome::Exited(7)).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         assert_eq!(v["status"], "Failure");
         assert_eq!(v["reason"], "NonZeroExitCode");
@@ -172,6 +183,9 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&ok).unwrap_or_default()["status"],
             "Success"
         );
-        assert_eq!(error_stream_payload(Protocol::V2, &CommandOutcome::Exited(0)), None);
+        assert_eq!(
+            error_stream_payload(Protocol::V2, &CommandOutcome::Exited(0)),
+            None
+        );
     }
 }
