@@ -13,8 +13,9 @@ command -v apt-get >/dev/null || die "apt-get not found: this script supports De
 # bindings rcri builds; docker-registry, apache2-utils (htpasswd), zstd, skopeo: the local registry the
 # image-pull tests run and push hack/mkimage.sh's test images to; containerd (with ctr and
 # containerd-shim-runc-v2) and podman (with conmon): the callers of rcrun that
-# tests/tests/containerd.rs and tests/tests/podman.rs run it under.
-packages=(libseccomp-dev pkg-config busybox-static jq iproute2 util-linux gcc
+# tests/tests/containerd.rs and tests/tests/podman.rs run it under; g++: libfuzzer-sys builds
+# libFuzzer (C++) for hack/fuzz.sh.
+packages=(libseccomp-dev pkg-config busybox-static jq iproute2 util-linux gcc g++
     containernetworking-plugins iptables protobuf-compiler
     docker-registry apache2-utils zstd skopeo
     containerd podman conmon)

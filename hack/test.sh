@@ -36,3 +36,11 @@ vm_status=0
 RCRUN_TEST_IMAGE="$repo/target/e2e-image" hack/vmtest.sh --timeout 1800 -- "$cgroup_v2_test" || vm_status=$?
 echo "test: cgroup v2 VM step: $((SECONDS - vm_start)) s wall, exit status $vm_status" >&2
 [ "$vm_status" -eq 0 ] || exit "$vm_status"
+
+# A short bounded fuzzing pass (issue 10): each cargo-fuzz target under fuzz/ for 20 s, built
+# unoptimised (a cold optimised build of the targets takes longer than the fuzzing); a crash
+# fails the run (the input is left in fuzz/artifacts/<target>/). Longer runs: hack/fuzz.sh 600.
+step "fuzzing, 20 s per target (hack/fuzz.sh)"
+fuzz_start=$SECONDS
+FUZZ_DEV=1 hack/fuzz.sh 20
+echo "test: fuzzing step: $((SECONDS - fuzz_start)) s wall" >&2

@@ -742,3 +742,27 @@ fn open_collects_content_no_image_references() {
     assert!(store.blob_path(&kept.id).unwrap().is_file());
     assert!(store.blob_path(&kept.manifest_digest).unwrap().is_file());
 }
+
+/// Found by fuzzing (fuzz/fuzz_targets/tar_unpack.rs): a 95-byte gzip layer holding a GNU
+/// sparse entry that declares 1 GiB of holes would have been written out as 1 GiB of zeros.
+#[test]
+fn a_sparse_entry_is_refused_instead_of_expanded() {
+    let hex = "1f8b08000000000002034b63a03d300002331313300d04e834986d686a6c606062666e6064ca6060686c6062c8a0104c07b731941697241629283014e5e797e05347489e6c6088140ac82142130b46c1281805a3000e00e88970cb00060000";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let dir = TempDir::new("sparse");
+    let dest = dir.0.join("dest");
+    std::fs::create_dir(&dest).expect("dest");
+    let err = crate::image::unpack::unpack_layer(&bytes[..], &dest)
+        .expect_err("a sparse entry must be refused");
+    assert!(err.to_string().contains("sparse"), "{err}");
+    let written: u64 = std::fs::read_dir(&dest)
+        .expect("read dest")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(written <= bytes.len() as u64, "{written} bytes written");
+}

@@ -199,6 +199,15 @@ fn unpack_entry<R: Read>(
     }
     let raw = entry.path().map_err(UnpackError::Read)?.into_owned();
     let display = raw.to_string_lossy().into_owned();
+    if kind == EntryType::GNUSparse {
+        // A sparse entry may declare any size as holes with no data behind them: the tar
+        // reader hands the holes back as zeros, so a 95-byte layer could fill the image store's
+        // disk (found by fuzzing). Image builders write no sparse entries; refuse them.
+        return Err(UnpackError::Unsafe {
+            path: display,
+            reason: "GNU sparse files are not supported in image layers",
+        });
+    }
     let rel = clean_path(&raw, &display)?;
     let Some(name) = rel.file_name().map(OsStr::to_os_string) else {
         // The layer's root ("./"): the snapshot dir itself stays as made.
