@@ -174,8 +174,22 @@ fn http_get(rcri: &Rcri, port: u16) -> Result<String> {
 }
 
 fn port_forward(transport: &str) -> Result<()> {
+    port_forward_to(transport, "127.0.0.1:8080")
+}
+
+/// A server on the pod's IPv6 loopback only: the forward falls back from 127.0.0.1 to ::1, as
+/// kubelet's does.
+#[test]
+fn port_forward_reaches_an_ipv6_only_listener() -> Result<()> {
+    port_forward_to("spdy", "[::1]:8080")
+}
+
+fn port_forward_to(transport: &str, listen: &str) -> Result<()> {
     // httpd on the pod's loopback only: reachable only from inside the pod's netns.
-    let script = "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www";
+    let script = format!(
+        "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p {listen} -h /www"
+    );
+    let script = script.as_str();
     let Some(p) = pod_with("stream-pf", &["sh", "-c", script])? else {
         return Ok(());
     };
