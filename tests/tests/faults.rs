@@ -2,7 +2,7 @@
 //! - `kill -9` of rcrun in the middle of create, then `delete --force`;
 //! - `kill -9` of a container's monitor under rcri;
 //! - `kill -9` of rcri while pods are being made, then a restart;
-//! - a full disk under rcrun's --root.
+//! - a full disk under rcrun's --root, and under rcri's state dir.
 //!
 //! (A container that ignores SIGTERM, StopContainer escalating to SIGKILL with exit 137, is
 //! tests/tests/cri_pod.rs `stop_container_escalates_to_sigkill_and_exec_sync_works`.)
@@ -190,7 +190,8 @@ fn assert_rcri_empty(rcri: &Rcri, ids: &[String]) -> Result<()> {
             "mounts",
             mounts_under(rcri.dir.path())
                 .into_iter()
-                .filter(|m| *m != netns_dir)
+                // The state dir itself is a mount only where a test made it one (a small tmpfs).
+                .filter(|m| *m != netns_dir && *m != state)
                 .collect(),
         ),
         ("runtime state", entries(&rcri.runtime_root())),
@@ -655,5 +656,66 @@ fn a_full_disk_under_the_root_fails_create_clearly_and_corrupts_nothing() -> Res
         assert_container_gone(&root, bundle.path(), c)?;
     }
     assert!(entries(&root).is_empty(), "{:?}", entries(&root));
+    Ok(())
+}
+
+/// A full disk under rcri's state dir (bundles, pod files, the runtime's state): RunPodSandbox
+/// fails saying so, undoes what it made, and works again once there is space.
+#[test]
+fn a_full_disk_under_rcris_state_fails_run_pod_clearly_and_recovers() -> Result<()> {
+    let mut rcri = Rcri::start()?;
+    rcri.terminate()?;
+    let state = rcri.state();
+    fs::create_dir_all(&state)?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        &state,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=4m"),
+    )
+    .context("mount a small tmpfs on rcri's state dir")?;
+    // The harness detaches every mount under its temp dir when `rcri` is dropped.
+    rcri.spawn()?;
+    let filler = state.join("filler");
+    let mut file = fs::File::create(&filler)?;
+    let chunk = vec![0u8; 64 * 1024];
+    let filled = loop {
+        match file.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break file.metadata()?.len(),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    drop(file);
+    eprintln!("faults: filled rcri's state tmpfs with {filled} bytes");
+
+    let pod = pod_config("fulldisk", true, &rcri.log_dir());
+    let err = match rcri.run_pod(&pod) {
+        Ok(id) => bail!("RunPodSandbox succeeded on a full disk: {id}"),
+        Err(s) => s,
+    };
+    eprintln!("faults: RunPodSandbox on a full disk: {err:?}");
+    assert!(
+        err.message().contains("No space left on device"),
+        "the error does not say the disk is full: {err:?}"
+    );
+    assert!(rcri.list_pods(None)?.is_empty(), "a pod is listed");
+    assert_rcri_empty(&rcri, &[])?;
+
+    fs::remove_file(&filler)?;
+    let id = rcri.run_pod(&pod).map_err(|s| {
+        anyhow!(
+            "RunPodSandbox after freeing space: {s:?}\n{}",
+            tail(&rcri.server_log())
+        )
+    })?;
+    let c = rcri.run_container(&id, &container_config("after", &["sleep", "300"]), &pod)?;
+    let out = rcri.exec_sync(&c, &["echo", "ok"], 10)?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    rcri.stop_pod(&id)?;
+    rcri.remove_container(&c)?;
+    rcri.remove_pod(&id)?;
+    assert_rcri_empty(&rcri, &[id, c])?;
     Ok(())
 }
