@@ -44,6 +44,10 @@ pub enum ContainerError {
         id: String,
         status: Status,
     },
+    /// Worded as runc's ErrNotRunning: containerd's shim recognises "container not running"
+    /// and treats the container as already gone.
+    #[error("cannot signal {0:?}: container not running")]
+    NotRunning(String),
     #[error("invalid config.json: {0}")]
     Invalid(String),
     #[error("failed to signal container {id:?} (pid {pid})")]
@@ -520,11 +524,18 @@ pub fn kill_container(
     let saved = dir.load()?;
     let st = status(&dir.path, &saved);
     if st == Status::Stopped {
-        return Err(ContainerError::BadState {
-            action: "kill",
-            id: id.into(),
-            status: st,
-        });
+        if !all {
+            return Err(ContainerError::NotRunning(id.into()));
+        }
+        // As runc: `kill --all` of a stopped container still reaches what is left in its
+        // cgroup (children of an init that exited, in a pid namespace shared with others) —
+        // containerd's shim relies on it after every exit. Never the recorded pid: it may
+        // have been reused.
+        let cgroup = Cgroup::from_paths(saved.cgroup.clone());
+        if !saved.cgroup.dirs.iter().any(|d| d.exists()) {
+            return Ok(());
+        }
+        return Ok(cgroup.signal_all(sig)?);
     }
     signal_container(&saved, sig, all)
 }

@@ -277,6 +277,53 @@ fn kill_of_a_stopped_container_fails() -> Result<()> {
     rt.wait_stopped(&id)?;
     let out = rt.kill(&id, "KILL")?;
     assert!(!out.success(), "kill of a stopped container: {out}");
+    // runc's wording, which containerd's shim matches to treat the container as gone.
+    assert!(out.stderr.contains("container not running"), "{out}");
+    Ok(())
+}
+
+/// `kill --all` of a stopped container succeeds and reaches what its init left in the cgroup,
+/// as with runc: containerd's shim runs it after every exit, and without it CRI could never
+/// stop or remove such a container.
+#[test]
+fn kill_all_of_a_stopped_container_kills_what_is_left_in_its_cgroup() -> Result<()> {
+    let mut bundle = Bundle::new()?;
+    // Without a pid namespace of its own, the init's child outlives it.
+    bundle.remove_namespace("pid");
+    let marks = temp_dir("kill-all")?;
+    let pid_file = marks.path().join("child.pid");
+    bundle.bind(marks.path(), "/marks", &[]);
+    bundle.sh("sleep 300 & echo $! > /marks/child.pid; exit 0");
+    let rt = Runtime::new()?;
+    let id = unique_id("killall");
+    rt.start_detached(&bundle, &id)?;
+    rt.wait_stopped(&id)?;
+    let deadline = std::time::Instant::now() + WAIT_TIMEOUT;
+    let child: i32 = loop {
+        if let Some(p) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no child pid written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // The pid as the container saw it is the host's: no pid namespace of its own.
+    assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
+    let out = rt.rcrun(&["kill", "--all", &id, "KILL"])?;
+    assert!(out.success(), "kill --all of a stopped container: {out}");
+    let deadline = std::time::Instant::now() + WAIT_TIMEOUT;
+    while std::path::Path::new(&format!("/proc/{child}/stat")).exists()
+        && fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "child {child} survived kill --all"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    rt.delete(&id)?.ok()?;
     Ok(())
 }
 
