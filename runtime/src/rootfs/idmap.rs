@@ -376,19 +376,7 @@ impl HelperUserns {
 /// Whether this kernel has the calls id-mapped mounts need (mount_setattr, 5.12+), for
 /// `rcrun features`. Whether a given filesystem supports them is only known when mounting.
 pub fn supported() -> bool {
-    let attr = MountAttr::default();
-    // SAFETY: fd -1 is never dereferenced; the kernel answers EBADF, or ENOSYS without the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            -1,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    !(rc < 0 && nix::Error::last() == nix::Error::ENOSYS)
+    super::mount::mount_setattr_supported()
 }
 
 #[cfg(test)]

@@ -237,10 +237,10 @@ impl MountAttr {
     }
 }
 
-/// Whether this kernel has mount_setattr(2) (5.12+): without it the recursive options cannot
-/// be honoured and are not advertised. An invalid fd makes the probe fail harmlessly with
-/// EBADF, or with ENOSYS when the call does not exist.
-fn recursive_options_supported() -> bool {
+/// Whether this kernel has mount_setattr(2) (5.12+): without it neither the recursive options
+/// nor id-mapped mounts can be honoured, and they are not advertised. An invalid fd makes the
+/// probe fail harmlessly with EBADF, or with ENOSYS when the call does not exist.
+pub fn mount_setattr_supported() -> bool {
     let attr = MountAttr::default();
     // SAFETY: as in apply_recursively; fd -1 is never dereferenced by the kernel.
     let rc = unsafe {
@@ -273,7 +273,7 @@ impl MountEntry {
     /// `rcrun features`).
     pub fn supported_options() -> Vec<&'static str> {
         let mut all = KNOWN_OPTIONS.to_vec();
-        if recursive_options_supported() {
+        if mount_setattr_supported() {
             all.extend_from_slice(RECURSIVE_OPTIONS);
         }
         if super::idmap::supported() {
