@@ -1251,3 +1251,31 @@ pub fn own_cgroups_named(prefix: &str) -> Result<Vec<PathBuf>> {
     }
     Ok(found)
 }
+
+/// Whether `program` is a file in a directory of PATH (for tests of optional host tools).
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Every pid in the cgroup tree under `dir` (one hierarchy), appended to `pids`.
+pub fn collect_procs(dir: &Path, pids: &mut Vec<i32>) {
+    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_procs(&entry.path(), pids);
+        }
+    }
+}
+
+/// Removes the (empty) cgroup tree under `dir`, leaves first; what is busy stays.
+pub fn remove_cgroup_tree(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}

@@ -35,11 +35,6 @@ const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 /// The rcrun path the contrib config names, replaced by the binary under test.
 const CONTRIB_BINARY: &str = "/usr/local/bin/rcrun";
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
 /// Whether the tools exist; prints why the test skips when not.
 fn available(test: &str) -> bool {
     let missing: Vec<&str> = ["containerd", "ctr", "containerd-shim-runc-v2"]
@@ -423,27 +418,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   conf_dir = "{d}/cni/net.d"
 "#
     ))
-}
-
-fn collect_procs(dir: &Path, pids: &mut Vec<i32>) {
-    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-    }
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_procs(&entry.path(), pids);
-        }
-    }
-}
-
-/// rmdir of a cgroup and its children, deepest first (only empty cgroups can go).
-fn remove_cgroup_tree(dir: &Path) {
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_tree(&entry.path());
-        }
-    }
-    let _ = fs::remove_dir(dir);
 }
 
 fn read_trimmed(path: &Path) -> Result<String> {

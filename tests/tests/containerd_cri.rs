@@ -50,11 +50,6 @@ const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 /// CAP_SYS_RESOURCE, needed to lower oom_score_adj (the CRI gives sandboxes -998).
 const CAP_SYS_RESOURCE: u32 = 24;
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
 /// Whether containerd is installed; prints why the test skips when not.
 fn available(test: &str) -> bool {
     let missing: Vec<&str> = ["containerd", "ctr", "containerd-shim-runc-v2"]
@@ -479,27 +474,6 @@ fn tar_layout(layout: &Path, tar: &Path) -> Result<()> {
         ],
     )?;
     Ok(())
-}
-
-fn collect_procs(dir: &Path, pids: &mut Vec<i32>) {
-    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-    }
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_procs(&entry.path(), pids);
-        }
-    }
-}
-
-/// rmdir of a cgroup and its children, deepest first (only empty cgroups can go).
-fn remove_cgroup_tree(dir: &Path) {
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_tree(&entry.path());
-        }
-    }
-    let _ = fs::remove_dir(dir);
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<String> {

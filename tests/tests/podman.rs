@@ -31,11 +31,6 @@ const IMAGE: &str = "docker.io/library/busybox:latest";
 /// How long one podman command may take.
 const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
 /// Whether the tools exist; prints why the test skips when not.
 fn available(test: &str) -> bool {
     let missing: Vec<&str> = ["podman", "conmon"]
@@ -271,27 +266,6 @@ impl Drop for Podman {
             eprintln!("podman test cleanup: {e:#}");
         }
     }
-}
-
-fn collect_procs(dir: &Path, pids: &mut Vec<i32>) {
-    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-    }
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_procs(&entry.path(), pids);
-        }
-    }
-}
-
-/// rmdir of a cgroup and its children, deepest first (only empty cgroups can go).
-fn remove_cgroup_tree(dir: &Path) {
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_tree(&entry.path());
-        }
-    }
-    let _ = fs::remove_dir(dir);
 }
 
 fn read_trimmed(path: &Path) -> Result<String> {
