@@ -204,7 +204,10 @@ EOF
         local log=$1 tail_pid
         shift
         : >"$log"
-        "$@" >"$log" 2>&1 &
+        # critest's own scratch dirs (cri-test*, podLogTest*: volumes and log dirs it mounts
+        # into pods) go under the work dir, so the teardown removes them with everything else.
+        mkdir -p "$work/tmp"
+        TMPDIR=$work/tmp "$@" >"$log" 2>&1 &
         critest_pid=$!
         tail -n +1 -f --pid="$critest_pid" "$log" &
         tail_pid=$!
