@@ -19,60 +19,19 @@ use std::os::unix::fs::MetadataExt;
 use anyhow::{anyhow, bail, Context, Result};
 use e2e::*;
 
-/// Every capability up to CAP_CHECKPOINT_RESTORE (40), by number.
-const ALL_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// Every capability the host's bounding set holds (a runtime cannot give more).
-fn all_caps() -> Result<Vec<&'static str>> {
-    let bounding = u64::from_str_radix(&proc_status(std::process::id() as i32, "CapBnd")?, 16)?;
-    Ok(ALL_CAPS
+fn all_caps() -> Result<Vec<String>> {
+    let mut names: Vec<String> = caps::read(None, caps::CapSet::Bounding)?
         .iter()
-        .enumerate()
-        .filter(|(bit, _)| bounding & (1 << bit) != 0)
-        .map(|(_, name)| *name)
-        .collect())
+        .map(|c| c.to_string())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// `all_caps` as the `&str`s `Bundle::capabilities` takes.
+fn as_strs(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
 }
 
 /// The host's core_pattern, read only (never written by any test).
@@ -700,7 +659,7 @@ fn proc_sys_and_sysfs_are_read_only() -> Result<()> {
     let proc_file = "/proc/sys/kernel/printk_ratelimit";
     let sys_file = "/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan";
     let mut bundle = Bundle::new()?;
-    bundle.capabilities(&all_caps()?).sh(&format!(
+    bundle.capabilities(&as_strs(&all_caps()?)).sh(&format!(
         "for f in {proc_file} {sys_file}; do \
            [ -e $f ] || continue; v=$(cat $f); \
            if (echo \"$v\" > $f) 2>/tmp/err || true; then :; fi; \
@@ -762,7 +721,7 @@ fn devices_outside_the_allow_list_cannot_be_opened() -> Result<()> {
     script.push_str("echo done");
     let mut bundle = Bundle::new()?;
     bundle
-        .capabilities(&all_caps()?)
+        .capabilities(&as_strs(&all_caps()?))
         .add_mount(json!({
             "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=64k"],
         }))
