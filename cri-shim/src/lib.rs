@@ -6,6 +6,7 @@ pub mod config;
 pub mod container;
 pub mod events;
 pub mod image;
+pub mod kubelet;
 pub mod monitor;
 pub mod netns;
 pub mod resources;
