@@ -44,8 +44,8 @@ prefix=${prefix%/}
 [ -n "$prefix" ] || prefix=/
 
 if [ "$build" = 1 ]; then
-    echo "building: cargo build --release -p rcrun -p rcri"
-    (cd "$repo" && cargo build --release -p rcrun -p rcri)
+    echo "building: hack/build-release.sh (rcrun and rcri-monitor static)"
+    "$repo/hack/build-release.sh"
 fi
 release=$repo/target/release
 for b in rcrun rcri rcrictl; do

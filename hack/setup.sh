@@ -14,8 +14,9 @@ command -v apt-get >/dev/null || die "apt-get not found: this script supports De
 # image-pull tests run and push hack/mkimage.sh's test images to; containerd (with ctr and
 # containerd-shim-runc-v2) and podman (with conmon): the callers of rcrun that
 # tests/tests/containerd.rs and tests/tests/podman.rs run it under; g++: libfuzzer-sys builds
-# libFuzzer (C++) for hack/fuzz.sh.
-packages=(libseccomp-dev pkg-config busybox-static jq iproute2 util-linux gcc g++
+# libFuzzer (C++) for hack/fuzz.sh; libc6-dev's libc.a and libseccomp-dev's libseccomp.a:
+# hack/build-release.sh links rcrun and rcri-monitor statically.
+packages=(libseccomp-dev libc6-dev pkg-config busybox-static jq iproute2 util-linux gcc g++
     containernetworking-plugins iptables protobuf-compiler
     docker-registry apache2-utils zstd skopeo
     containerd podman conmon)
