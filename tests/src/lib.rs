@@ -37,6 +37,7 @@ use tempfile::TempDir;
 
 pub use serde_json::{json, Value};
 
+pub mod containerd;
 pub mod cri;
 
 /// Timeouts stretched for where code runs slowly: inside hack/vmtest.sh's VM (software

@@ -1,181 +1,100 @@
 //! rcrun as containerd's runtime: Debian's containerd (1.6) with its runc v2 shim
 //! (`io.containerd.runc.v2`) running rcrun as the `runc` binary, driven through `ctr`.
 //!
-//! Every test starts a containerd of its own, inside a private mount namespace and a private
-//! network namespace (`unshare -m -n`), with its own root/state dirs, socket and config (the
-//! `contrib/containerd/config.toml` of this repo, with the rcrun under test as BinaryName, plus
-//! the test's paths), and a tmpfs over /run in that mount namespace, where the shim's sockets,
-//! ctr's FIFOs and rcrun's state (`--root /run/containerd/runc/<ns>`) live. Nothing outside the
-//! temp dir changes except the cgroups of the containers (`/<ns>/<id>`, `<ns>` unique per
-//! test), which the tests check and remove. `ctr` runs inside the mount namespace (nsenter) so
-//! that its FIFOs land on that tmpfs too.
+//! Every test starts a containerd of its own ([`e2e::containerd::Containerd`]), inside a private
+//! mount namespace and a private network namespace (`unshare -m -n`), with its own root/state
+//! dirs, socket and config (the `contrib/containerd/config.toml` of this repo, with the rcrun
+//! under test as BinaryName, plus the test's paths), and a tmpfs over /run in that mount
+//! namespace, where the shim's sockets, ctr's FIFOs and rcrun's state (`--root
+//! /run/containerd/runc/<ns>`) live. Nothing outside the temp dir changes except the cgroups of
+//! the containers (`/<ns>/<id>`, `<ns>` unique per test), which the tests check and remove. `ctr`
+//! runs inside the mount namespace (nsenter) so that its FIFOs land on that tmpfs too.
 //!
 //! On drop: tasks are killed and deleted through ctr, containerd is stopped by pid, shims and
-//! container processes still alive (found by our socket path and our cgroups) are killed, the
-//! cgroups are removed and the temp dir deleted; the namespaces die with their last process.
+//! container processes still alive (found by our socket path and our cgroups) are killed, mounts
+//! that reached the host under the temp dir are detached, the cgroups are removed and the temp
+//! dir deleted; the namespaces die with their last process.
 //!
 //! Skips (with a message) only when containerd, ctr or the runc v2 shim are not installed
 //! (hack/setup.sh installs them).
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use e2e::containerd::{
+    available, config_toml, in_cgroup, read_trimmed, Containerd, Counter, Setup, CTR_TIMEOUT, IMAGE,
+};
 use e2e::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tempfile::TempDir;
-
-/// The image hack/mkimage.sh tags in its OCI layout.
-const IMAGE: &str = "docker.io/library/busybox:latest";
-/// How long one ctr command may take.
-const CTR_TIMEOUT: Duration = Duration::from_secs(60);
-/// The rcrun path the contrib config names, replaced by the binary under test.
-const CONTRIB_BINARY: &str = "/usr/local/bin/rcrun";
-
-/// Whether the tools exist; prints why the test skips when not.
-fn available(test: &str) -> bool {
-    let missing: Vec<&str> = ["containerd", "ctr", "containerd-shim-runc-v2"]
-        .into_iter()
-        .filter(|p| !on_path(p))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    eprintln!(
-        "SKIP {test}: {} not installed (hack/setup.sh installs Debian's containerd)",
-        missing.join(", ")
-    );
-    false
-}
 
 /// Quotes a word for sh.
 fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// A containerd of the test's own (see the module doc).
-struct Containerd {
-    dir: TempDir,
-    /// The containerd namespace, unique per test: also the parent cgroup of its containers.
-    ns: String,
-    socket: PathBuf,
-    child: Option<Child>,
+/// Starts a containerd of the test's own (see the module doc) with the test image imported.
+fn start() -> Result<Containerd> {
+    let dir = temp_dir("containerd")?;
+    let namespace = unique_id("rcrun-e2e-ctrd");
+    // The CRI plugin's CNI paths pointed into the temp dir (it creates its conf dir otherwise).
+    let d = dir.path().display();
+    let cni = format!(
+        r#"[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{d}/cni/bin"
+  conf_dir = "{d}/cni/net.d"
+"#
+    );
+    let config = config_toml(dir.path(), &cni)?;
+    let cd = Containerd::start(
+        dir,
+        &config,
+        Setup {
+            cgroup_parent: format!("/{namespace}"),
+            namespace,
+            netns: None,
+            ready: |cd| cd.ctr(&["version"]).is_ok_and(|o| o.success()),
+            drain: delete_tasks,
+        },
+    )?;
+    cd.import_busybox()?;
+    let images = cd.ctr_ok(&["images", "ls", "-q"])?;
+    if !images.stdout.lines().any(|l| l == IMAGE) {
+        bail!("{IMAGE} not imported: {images}");
+    }
+    Ok(cd)
 }
 
-impl Containerd {
-    fn start() -> Result<Containerd> {
-        let dir = temp_dir("containerd")?;
-        let ns = unique_id("rcrun-e2e-ctrd");
-        let socket = dir.path().join("containerd.sock");
-        let config = dir.path().join("config.toml");
-        fs::write(&config, config_toml(dir.path())?)
-            .with_context(|| format!("failed to write {}", config.display()))?;
-        let log = fs::File::create(dir.path().join("containerd.log"))
-            .context("failed to create containerd.log")?;
-        // unshare without --fork execs sh, which execs containerd: the child's pid is
-        // containerd's.
-        let script = "set -e
-            mount -t tmpfs -o mode=0755 tmpfs /run
-            mkdir -p /run/containerd
-            ip link set lo up
-            exec containerd --config \"$1\" --log-level debug";
-        let child = Command::new("unshare")
-            .args(["--mount", "--net", "--propagation", "private", "--"])
-            .args(["sh", "-c", script, "sh"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("failed to dup the log fd")?)
-            .stderr(log)
-            .spawn()
-            .context("failed to run unshare … containerd")?;
-        let mut cd = Containerd {
-            dir,
-            ns,
-            socket,
-            child: Some(child),
-        };
-        cd.wait_ready()?;
-        cd.import_image()?;
-        Ok(cd)
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(-1, |c| c.id() as i32)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    bail!("containerd exited with {status}\n{}", self.diagnostics());
-                }
-            }
-            if self.socket.exists() && self.ctr(&["version"]).is_ok_and(|o| o.success()) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("containerd did not come up in 20 s\n{}", self.diagnostics());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+/// Kills and deletes every task and container through ctr, before containerd stops.
+fn delete_tasks(cd: &Containerd) {
+    if let Ok(out) = cd.ctr(&["task", "ls", "-q"]) {
+        for id in out.stdout.split_whitespace() {
+            let _ = cd.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+            let _ = cd.wait_task(id, "STOPPED");
+            let _ = cd.ctr(&["task", "delete", "--force", id]);
         }
     }
-
-    /// Imports the test image from hack/mkimage.sh's OCI layout, packed as an OCI tar.
-    fn import_image(&self) -> Result<()> {
-        let layout = image()?.join("oci");
-        let tar = self.dir.path().join("busybox-oci.tar");
-        host(
-            "tar",
-            &[
-                "-C",
-                &layout.to_string_lossy(),
-                "-cf",
-                &tar.to_string_lossy(),
-                ".",
-            ],
-        )?;
-        self.ctr_ok(&[
-            "images",
-            "import",
-            "--base-name",
-            "docker.io/library/busybox",
-            &tar.to_string_lossy(),
-        ])?;
-        let images = self.ctr_ok(&["images", "ls", "-q"])?;
-        if !images.stdout.lines().any(|l| l == IMAGE) {
-            bail!("{IMAGE} not imported: {images}");
+    if let Ok(out) = cd.ctr(&["containers", "ls", "-q"]) {
+        for id in out.stdout.split_whitespace() {
+            let _ = cd.ctr(&["containers", "rm", id]);
         }
-        Ok(())
     }
+}
 
-    /// `ctr -a <socket> -n <ns> ARGS`, run inside containerd's mount namespace.
-    fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.pid().to_string(), "-m", "--", "ctr", "-a"])
-            .arg(&self.socket)
-            .args(["-n", &self.ns])
-            .args(args);
-        cmd
-    }
+/// What these tests do through ctr.
+trait Tasks {
+    fn run(&self, flags: &[&str], id: &str, args: &[&str]) -> Result<Output>;
+    fn run_detached(&self, flags: &[&str], id: &str, args: &[&str]) -> Result<()>;
+    fn run_tty(&self, id: &str, args: &[&str]) -> Result<Output>;
+    fn task_status(&self, id: &str) -> Result<Option<String>>;
+    fn wait_task(&self, id: &str, status: &str) -> Result<()>;
+    fn task_pid(&self, id: &str) -> Result<i32>;
+    fn task_pids(&self, id: &str) -> Result<Vec<i32>>;
+    fn cgroup_dir(&self, controller: &str, id: &str) -> Result<PathBuf>;
+    fn remove(&self, id: &str) -> Result<()>;
+}
 
-    fn ctr(&self, args: &[&str]) -> Result<Output> {
-        run_command(&mut self.ctr_command(args), CTR_TIMEOUT)
-    }
-
-    /// ctr that must succeed; the error carries containerd's log and rcrun's log.json files.
-    fn ctr_ok(&self, args: &[&str]) -> Result<Output> {
-        let out = self.ctr(args)?;
-        if !out.success() {
-            bail!("{out}\n{}", self.diagnostics());
-        }
-        Ok(out)
-    }
-
+impl Tasks for Containerd {
     /// `ctr run` with rcrun as the runtime binary (ctr does not read the CRI plugin's runtime
     /// options: it passes `--runc-binary` as the container's runtime options).
     fn run(&self, flags: &[&str], id: &str, args: &[&str]) -> Result<Output> {
@@ -265,7 +184,7 @@ impl Containerd {
             .into_iter()
             .find(|h| h.has(controller) || (controller.is_empty() && h.is_v2()))
             .ok_or_else(|| anyhow!("no {controller} cgroup hierarchy"))?;
-        Ok(h.dir(&format!("/{}/{id}", self.ns)))
+        Ok(h.dir(&format!("{}/{id}", self.cgroup_parent())))
     }
 
     /// Kills and deletes a task and its container, as a user would.
@@ -279,152 +198,6 @@ impl Containerd {
         self.ctr_ok(&["containers", "rm", id])?;
         Ok(())
     }
-
-    /// containerd's log (its last lines) and every rcrun log.json of a bundle still there.
-    fn diagnostics(&self) -> String {
-        let mut text = String::from("--- containerd log (last 60 lines) ---\n");
-        let log = fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        text.push_str(&lines[lines.len().saturating_sub(60)..].join("\n"));
-        let bundles = self
-            .dir
-            .path()
-            .join("state/io.containerd.runtime.v2.task")
-            .join(&self.ns);
-        for entry in fs::read_dir(&bundles).into_iter().flatten().flatten() {
-            let log = entry.path().join("log.json");
-            if let Ok(content) = fs::read_to_string(&log) {
-                text.push_str(&format!("\n--- {} ---\n{content}", log.display()));
-            }
-        }
-        text
-    }
-
-    /// Processes of ours that may outlive containerd: shims (their command line names our
-    /// socket) and anything in our cgroups.
-    fn leftover_processes(&self) -> Vec<i32> {
-        let mut pids = processes_mentioning(&self.socket.to_string_lossy());
-        for dir in self.cgroup_roots() {
-            collect_procs(&dir, &mut pids);
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        pids
-    }
-
-    /// `/<ns>` in every cgroup hierarchy, where it exists.
-    fn cgroup_roots(&self) -> Vec<PathBuf> {
-        hierarchies()
-            .unwrap_or_default()
-            .iter()
-            .map(|h| h.dir(&format!("/{}", self.ns)))
-            .filter(|d| d.is_dir())
-            .collect()
-    }
-
-    /// Stops everything (see the module doc); returns what could not be cleaned up.
-    fn shutdown(&mut self) -> Result<()> {
-        if self.child.is_some() {
-            if let Ok(out) = self.ctr(&["task", "ls", "-q"]) {
-                for id in out.stdout.split_whitespace() {
-                    let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-                    let _ = self.wait_task(id, "STOPPED");
-                    let _ = self.ctr(&["task", "delete", "--force", id]);
-                }
-            }
-            if let Ok(out) = self.ctr(&["containers", "ls", "-q"]) {
-                for id in out.stdout.split_whitespace() {
-                    let _ = self.ctr(&["containers", "rm", id]);
-                }
-            }
-        }
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let left = self.leftover_processes();
-        for &pid in &left {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let _ = wait_for("leftover processes to die", WAIT_TIMEOUT, || {
-            Ok(left.iter().all(|&p| !pid_alive(p)))
-        });
-        let mut cgroups_left = Vec::new();
-        for root in self.cgroup_roots() {
-            remove_cgroup_tree(&root);
-            if root.exists() {
-                cgroups_left.push(root);
-            }
-        }
-        if !left.is_empty() || !cgroups_left.is_empty() {
-            bail!(
-                "left behind: processes {left:?} (killed), cgroups {cgroups_left:?}\n{}",
-                self.diagnostics()
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            eprintln!("containerd test cleanup: {e:#}");
-        }
-    }
-}
-
-/// The config: the test's own paths, then `contrib/containerd/config.toml` with the rcrun under
-/// test as BinaryName (so the test proves that snippet loads), then the CRI plugin's CNI paths
-/// pointed into the temp dir (it creates its conf dir otherwise).
-fn config_toml(dir: &Path) -> Result<String> {
-    let contrib_path = repo_root().join("contrib/containerd/config.toml");
-    let contrib = fs::read_to_string(&contrib_path)
-        .with_context(|| format!("failed to read {}", contrib_path.display()))?;
-    if !contrib.contains(CONTRIB_BINARY) {
-        bail!("{} does not name {CONTRIB_BINARY}", contrib_path.display());
-    }
-    let contrib = contrib.replace(CONTRIB_BINARY, &rcrun_bin().to_string_lossy());
-    let d = dir.display();
-    Ok(format!(
-        r#"root = "{d}/root"
-state = "{d}/state"
-# Snapshotters and tracing this test does not need.
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-{contrib}
-
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "{d}/cni/bin"
-  conf_dir = "{d}/cni/net.d"
-"#
-    ))
-}
-
-fn read_trimmed(path: &Path) -> Result<String> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?
-        .trim()
-        .to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,7 +288,7 @@ fn run_reports_output_and_exit_code() -> Result<()> {
     if !available("run_reports_output_and_exit_code") {
         return Ok(());
     }
-    let mut cd = Containerd::start()?;
+    let mut cd = start()?;
 
     let plugins = cd.ctr_ok(&["plugins", "ls"])?;
     let cri = plugins
@@ -530,7 +303,7 @@ fn run_reports_output_and_exit_code() -> Result<()> {
     );
 
     // The merged config names rcrun as the CRI plugin's default runtime, with its binary.
-    let config = cd.dir.path().join("config.toml");
+    let config = cd.dir().join("config.toml");
     let dump = run_command(
         Command::new("containerd")
             .arg("--config")
@@ -561,9 +334,10 @@ fn run_reports_output_and_exit_code() -> Result<()> {
     assert_eq!(out.code(), 7, "{out}\n{}", cd.diagnostics());
     assert!(out.stdout.contains("hello as pid 1"), "{out}");
     assert!(
-        out.stdout.contains(&format!(":pids:/{}/{id}", cd.ns)),
+        out.stdout
+            .contains(&format!(":pids:/{}/{id}", cd.namespace())),
         "container not in its cgroup /{}/{id}: {out}",
-        cd.ns
+        cd.namespace()
     );
     assert_eq!(cd.task_status(&id)?, None, "task left after run --rm");
     let dir = cd.cgroup_dir("pids", &id)?;
@@ -599,7 +373,7 @@ fn exec_ps_kill_delete() -> Result<()> {
     if !available("exec_ps_kill_delete") {
         return Ok(());
     }
-    let mut cd = Containerd::start()?;
+    let mut cd = start()?;
     let id = unique_id("exec");
     cd.run_detached(
         &[],
@@ -613,7 +387,7 @@ fn exec_ps_kill_delete() -> Result<()> {
     let init = cd.task_pid(&id)?;
     let procs = cd.cgroup_dir("pids", &id)?.join("cgroup.procs");
     assert!(
-        read_trimmed(&procs)?.lines().any(|l| l == init.to_string()),
+        in_cgroup(&procs, init)?,
         "init {init} not in {}",
         procs.display()
     );
@@ -722,7 +496,7 @@ fn pause_resume() -> Result<()> {
     if !available("pause_resume") {
         return Ok(());
     }
-    let mut cd = Containerd::start()?;
+    let mut cd = start()?;
     let id = unique_id("pause");
     cd.run_detached(
         &[],
@@ -734,17 +508,8 @@ fn pause_resume() -> Result<()> {
         ],
     )?;
     let init = cd.task_pid(&id)?;
-    // The container's /tmp/n (replaced by rename, never seen half written), from the host
-    // through init's root.
-    let counter = PathBuf::from(format!("/proc/{init}/root/tmp/n"));
-    let count = || -> Result<u64> {
-        read_trimmed(&counter)?
-            .parse()
-            .with_context(|| format!("bad counter in {}", counter.display()))
-    };
-    wait_for("the counter", WAIT_TIMEOUT, || {
-        Ok(count().is_ok_and(|n| n > 0))
-    })?;
+    let counter = Counter::of(init);
+    counter.wait_started()?;
 
     cd.ctr_ok(&["task", "pause", &id])?;
     cd.wait_task(&id, "PAUSED")?;
@@ -755,18 +520,16 @@ fn pause_resume() -> Result<()> {
         let v2 = cd.cgroup_dir("", &id)?.join("cgroup.freeze");
         assert_eq!(read_trimmed(&v2)?, "1");
     }
-    let frozen = count()?;
+    let frozen = counter.read()?;
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(count()?, frozen, "the counter moved while paused");
+    assert_eq!(counter.read()?, frozen, "the counter moved while paused");
 
     cd.ctr_ok(&["task", "resume", &id])?;
     cd.wait_task(&id, "RUNNING")?;
     if freezer.exists() {
         assert_eq!(read_trimmed(&freezer)?, "THAWED");
     }
-    wait_for("the counter to move on", WAIT_TIMEOUT, || {
-        Ok(count()? > frozen)
-    })?;
+    counter.wait_beyond(frozen)?;
 
     cd.remove(&id)?;
     cd.shutdown()
@@ -779,7 +542,7 @@ fn update_and_metrics() -> Result<()> {
     if !available("update_and_metrics") {
         return Ok(());
     }
-    let mut cd = Containerd::start()?;
+    let mut cd = start()?;
     let id = unique_id("update");
     let mib = 1024 * 1024;
     cd.run_detached(
@@ -801,8 +564,8 @@ fn update_and_metrics() -> Result<()> {
     assert_eq!(m["pids"]["current"], json!(1), "{m:#}");
 
     tasks_api::update(
-        &cd.socket,
-        &cd.ns,
+        cd.socket(),
+        cd.namespace(),
         &id,
         &json!({
             "memory": {"limit": 128 * mib},

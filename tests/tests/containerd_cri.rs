@@ -3,10 +3,10 @@
 //! with rcrun as its BinaryName), driven by `rcrictl` over containerd's socket as a kubelet or
 //! crictl would drive it.
 //!
-//! containerd runs in a network namespace the test creates (its CNI bridge and the pods' IPs
-//! exist only there) and in a private mount namespace with a tmpfs over /run, where the shim's
-//! sockets, the pods' network namespaces and rcrun's state (`--root /run/containerd/runc/k8s.io`)
-//! live. Its root, state, socket, CNI config and pod logs are in a temp dir. No image comes from
+//! containerd ([`e2e::containerd::Containerd`]) runs in a network namespace the test creates
+//! (its CNI bridge and the pods' IPs exist only there) and in a private mount namespace with a
+//! tmpfs over /run, where the shim's sockets, the pods' network namespaces and rcrun's state
+//! (`--root /run/containerd/runc/k8s.io`) live. Its root, state, socket, CNI config and pod logs are in a temp dir. No image comes from
 //! the network: the busybox image of hack/mkimage.sh and, as the pause (sandbox) image, that
 //! script's `stopsignal` test image (a shell that sleeps forever) are imported with
 //! `ctr -n k8s.io images import`. Pods get a cgroup parent of the test's own, which the guard
@@ -22,49 +22,27 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use e2e::containerd::{available, config_toml, Containerd, Setup, CTR_TIMEOUT, IMAGE};
 use e2e::cri::{rcrictl_bin, CNI_BIN_DIR};
 use e2e::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tempfile::TempDir;
 
-/// The container image: hack/mkimage.sh's OCI layout.
-const IMAGE: &str = "docker.io/library/busybox:latest";
 /// The sandbox ("pause") image: a test image of hack/mkimage.sh whose shell sleeps forever.
 const PAUSE_IMAGE: &str = "docker.io/rcri-test/stopsignal:latest";
 /// Its ref in hack/mkimage.sh's test-images layout.
 const PAUSE_REF: &str = "stopsignal";
 /// The runtime handler the contrib config registers.
 const HANDLER: &str = "rcrun";
-/// The rcrun path the contrib config names, replaced by the binary under test.
-const CONTRIB_BINARY: &str = "/usr/local/bin/rcrun";
 /// rcrun's state dir as the runc v2 shim passes it (`--root`) for the CRI's namespace, inside
 /// containerd's mount namespace.
 const RUNTIME_ROOT: &str = "/run/containerd/runc/k8s.io";
-/// How long one ctr or rcrictl command may take.
-const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one rcrictl command may take: as long as one ctr command.
+const CRICTL_TIMEOUT: Duration = CTR_TIMEOUT;
 /// CAP_SYS_RESOURCE, needed to lower oom_score_adj (the CRI gives sandboxes -998).
 const CAP_SYS_RESOURCE: u32 = 24;
-
-/// Whether containerd is installed; prints why the test skips when not.
-fn available(test: &str) -> bool {
-    let missing: Vec<&str> = ["containerd", "ctr", "containerd-shim-runc-v2"]
-        .into_iter()
-        .filter(|p| !on_path(p))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    eprintln!(
-        "SKIP {test}: {} not installed (hack/setup.sh installs Debian's containerd)",
-        missing.join(", ")
-    );
-    false
-}
 
 /// Whether this process may lower oom_score_adj. Some sandboxes (e.g. a container running the
 /// test suite) drop CAP_SYS_RESOURCE even for root: then no runtime, runc included, can give a
@@ -79,158 +57,97 @@ fn has_cap_sys_resource() -> Result<bool> {
     Ok(caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
-/// A containerd with its CRI plugin, of the test's own (see the module doc).
-struct CriContainerd {
-    dir: TempDir,
-    netns: NetNs,
-    /// The cgroup parent of every pod, `/<unique>`.
-    cgroup_parent: String,
-    socket: PathBuf,
-    child: Option<Child>,
+/// Starts a containerd with its CRI plugin, of the test's own (see the module doc), with the
+/// container and pause images imported.
+fn start() -> Result<Containerd> {
+    let dir = temp_dir("containerd-cri")?;
+    let netns = NetNs::new()?;
+    let cgroup_parent = format!("/{}", unique_id("rcrun-e2e-cri"));
+    write_cni_config(dir.path())?;
+    fs::create_dir_all(dir.path().join("pod-logs"))?;
+    let config = config_toml(dir.path(), &cri_plugin_toml(dir.path())?)?;
+    let cd = Containerd::start(
+        dir,
+        &config,
+        Setup {
+            namespace: "k8s.io".to_string(),
+            cgroup_parent,
+            netns: Some(netns),
+            ready: |cd| cd.crictl(&["version"]).is_ok_and(|o| o.success()),
+            drain: remove_pods,
+        },
+    )?;
+    import_images(&cd)?;
+    Ok(cd)
 }
 
-impl CriContainerd {
-    fn start() -> Result<CriContainerd> {
-        let dir = temp_dir("containerd-cri")?;
-        let netns = NetNs::new()?;
-        let socket = dir.path().join("containerd.sock");
-        let cgroup_parent = format!("/{}", unique_id("rcrun-e2e-cri"));
-        write_cni_config(dir.path())?;
-        fs::create_dir_all(dir.path().join("pod-logs"))?;
-        let config = dir.path().join("config.toml");
-        fs::write(&config, config_toml(dir.path())?)
-            .with_context(|| format!("failed to write {}", config.display()))?;
-        let log = fs::File::create(dir.path().join("containerd.log"))
-            .context("failed to create containerd.log")?;
-        // nsenter and unshare without --fork exec, and so does sh: the child's pid is
-        // containerd's, and its mount namespace is the one the shims and rcrun run in.
-        let script = "set -e
-            mount -t tmpfs -o mode=0755 tmpfs /run
-            mkdir -p /run/containerd
-            ip link set lo up
-            exec containerd --config \"$1\" --log-level debug";
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.path()))
-            .args(["--", "unshare", "--mount", "--propagation", "private", "--"])
-            .args(["sh", "-c", script, "sh"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("failed to dup the log fd")?)
-            .stderr(log)
-            .spawn()
-            .context("failed to run nsenter … unshare … containerd")?;
-        let mut cd = CriContainerd {
-            dir,
-            netns,
-            cgroup_parent,
-            socket,
-            child: Some(child),
-        };
-        cd.wait_ready()?;
-        cd.import_images()?;
-        Ok(cd)
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(-1, |c| c.id() as i32)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + scaled(Duration::from_secs(20));
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    bail!("containerd exited with {status}\n{}", self.diagnostics());
-                }
-            }
-            if self.socket.exists() && self.crictl(&["version"]).is_ok_and(|o| o.success()) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("containerd did not come up in 20 s\n{}", self.diagnostics());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+/// Removes every pod through the CRI, before containerd stops.
+fn remove_pods(cd: &Containerd) {
+    if let Ok(out) = cd.crictl(&["pods", "-q"]) {
+        for id in out.stdout.split_whitespace() {
+            let _ = cd.crictl(&["rmp", "-f", id]);
         }
     }
+}
 
-    /// Imports the container image and the pause image into the CRI's namespace (k8s.io),
-    /// from hack/mkimage.sh's OCI layouts packed as tars.
-    fn import_images(&self) -> Result<()> {
-        let image = image()?;
-        let d = self.dir.path();
-        let busybox = d.join("busybox-oci.tar");
-        tar_layout(&image.join("oci"), &busybox)?;
-        self.ctr_ok(&[
-            "images",
-            "import",
-            "--base-name",
-            "docker.io/library/busybox",
-            &busybox.to_string_lossy(),
-        ])?;
+/// Imports the container image and the pause image into the CRI's namespace (k8s.io), from
+/// hack/mkimage.sh's OCI layouts packed as tars.
+fn import_images(cd: &Containerd) -> Result<()> {
+    cd.import_busybox()?;
 
-        // The test-images layout holds more refs (other architectures among them): a layout
-        // of our own lists only the pause image, its blobs are the test-images ones.
-        let test_images = image.join("test-images");
-        let index_path = test_images.join("index.json");
-        let index: Value = serde_json::from_slice(
-            &fs::read(&index_path)
-                .with_context(|| format!("failed to read {}", index_path.display()))?,
-        )
-        .with_context(|| format!("bad {}", index_path.display()))?;
-        let manifest = index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == PAUSE_REF)
-            .ok_or_else(|| anyhow!("no {PAUSE_REF} in {}", index_path.display()))?;
-        let layout = d.join("pause-layout");
-        fs::create_dir_all(&layout)?;
-        fs::copy(test_images.join("oci-layout"), layout.join("oci-layout"))?;
-        let mut pause_index = index.clone();
-        pause_index["manifests"] = json!([manifest]);
-        fs::write(layout.join("index.json"), serde_json::to_vec(&pause_index)?)?;
-        std::os::unix::fs::symlink(test_images.join("blobs"), layout.join("blobs"))?;
-        let pause = d.join("pause-oci.tar");
-        tar_layout(&layout, &pause)?;
-        self.ctr_ok(&["images", "import", &pause.to_string_lossy()])?;
+    // The test-images layout holds more refs (other architectures among them): a layout of our
+    // own lists only the pause image, its blobs are the test-images ones.
+    let test_images = image()?.join("test-images");
+    let index_path = test_images.join("index.json");
+    let index: Value = serde_json::from_slice(
+        &fs::read(&index_path)
+            .with_context(|| format!("failed to read {}", index_path.display()))?,
+    )
+    .with_context(|| format!("bad {}", index_path.display()))?;
+    let manifest = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == PAUSE_REF)
+        .ok_or_else(|| anyhow!("no {PAUSE_REF} in {}", index_path.display()))?;
+    let layout = cd.dir().join("pause-layout");
+    fs::create_dir_all(&layout)?;
+    fs::copy(test_images.join("oci-layout"), layout.join("oci-layout"))?;
+    let mut pause_index = index.clone();
+    pause_index["manifests"] = json!([manifest]);
+    fs::write(layout.join("index.json"), serde_json::to_vec(&pause_index)?)?;
+    std::os::unix::fs::symlink(test_images.join("blobs"), layout.join("blobs"))?;
+    cd.import(&layout, "pause-oci.tar", None)?;
 
-        let images = self.crictl_ok(&["images"])?;
-        for name in [IMAGE, PAUSE_IMAGE] {
-            let (repo, _) = name.rsplit_once(':').unwrap_or((name, ""));
-            if !images.stdout.lines().any(|l| l.starts_with(repo)) {
-                bail!("the CRI does not list {name}: {images}");
-            }
+    let images = cd.crictl_ok(&["images"])?;
+    for name in [IMAGE, PAUSE_IMAGE] {
+        let (repo, _) = name.rsplit_once(':').unwrap_or((name, ""));
+        if !images.stdout.lines().any(|l| l.starts_with(repo)) {
+            bail!("the CRI does not list {name}: {images}");
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// `ctr -a <socket> -n k8s.io ARGS`, run inside containerd's mount namespace.
-    fn ctr(&self, args: &[&str]) -> Result<Output> {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.pid().to_string(), "-m", "--", "ctr", "-a"])
-            .arg(&self.socket)
-            .args(["-n", "k8s.io"])
-            .args(args);
-        run_command(&mut cmd, CMD_TIMEOUT)
-    }
+/// What these tests do through the CRI and rcrun.
+trait Cri {
+    fn crictl(&self, args: &[&str]) -> Result<Output>;
+    fn crictl_ok(&self, args: &[&str]) -> Result<Output>;
+    fn inspect(&self, what: &str, id: &str) -> Result<Value>;
+    fn rcrun_list(&self) -> Result<Vec<Value>>;
+    fn cgroup_dir(&self, id: &str) -> Result<PathBuf>;
+    fn mounts_in_containerd(&self) -> Vec<String>;
+}
 
-    fn ctr_ok(&self, args: &[&str]) -> Result<Output> {
-        let out = self.ctr(args)?;
-        if !out.success() {
-            bail!("{out}\n{}", self.diagnostics());
-        }
-        Ok(out)
-    }
-
+impl Cri for Containerd {
     /// `rcrictl -r unix://<socket> ARGS`, from the host: the CRI calls need neither
     /// containerd's mount namespace nor its network namespace (no streaming here).
     fn crictl(&self, args: &[&str]) -> Result<Output> {
         let mut cmd = Command::new(rcrictl_bin());
         cmd.arg("-r")
-            .arg(format!("unix://{}", self.socket.display()))
+            .arg(format!("unix://{}", self.socket().display()))
             .args(args);
-        run_command(&mut cmd, CMD_TIMEOUT)
+        run_command(&mut cmd, CRICTL_TIMEOUT)
     }
 
     fn crictl_ok(&self, args: &[&str]) -> Result<Output> {
@@ -254,7 +171,7 @@ impl CriContainerd {
         cmd.args(["-t", &self.pid().to_string(), "-m", "--"])
             .arg(rcrun_bin())
             .args(["--root", RUNTIME_ROOT, "list", "-f", "json"]);
-        let out = run_command(&mut cmd, CMD_TIMEOUT)?.ok()?;
+        let out = run_command(&mut cmd, CRICTL_TIMEOUT)?.ok()?;
         let list: Value = serde_json::from_str(out.stdout.trim())
             .with_context(|| format!("rcrun list is not JSON: {out}"))?;
         Ok(list.as_array().cloned().unwrap_or_default())
@@ -266,7 +183,7 @@ impl CriContainerd {
             .into_iter()
             .find(|h| h.has("pids") || h.is_v2())
             .ok_or_else(|| anyhow!("no pids cgroup hierarchy"))?;
-        Ok(h.dir(&format!("{}/{id}", self.cgroup_parent)))
+        Ok(h.dir(&format!("{}/{id}", self.cgroup_parent())))
     }
 
     /// Mount points under the temp dir in containerd's mount namespace (rootfs, shm, …).
@@ -275,112 +192,8 @@ impl CriContainerd {
             .unwrap_or_default()
             .into_iter()
             .map(|m| m.mount_point)
-            .filter(|m| Path::new(m).starts_with(self.dir.path()))
+            .filter(|m| Path::new(m).starts_with(self.dir()))
             .collect()
-    }
-
-    /// containerd's log (its last lines) and every rcrun log.json of a bundle still there.
-    fn diagnostics(&self) -> String {
-        let mut text = format!(
-            "--- containerd (network namespace {}) log, last 60 lines ---\n",
-            self.netns.name()
-        );
-        let log = fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        text.push_str(&lines[lines.len().saturating_sub(60)..].join("\n"));
-        let bundles = self
-            .dir
-            .path()
-            .join("state/io.containerd.runtime.v2.task/k8s.io");
-        for entry in fs::read_dir(&bundles).into_iter().flatten().flatten() {
-            let log = entry.path().join("log.json");
-            if let Ok(content) = fs::read_to_string(&log) {
-                text.push_str(&format!("\n--- {} ---\n{content}", log.display()));
-            }
-        }
-        text
-    }
-
-    /// Processes of ours that may outlive containerd: shims (their command line names our
-    /// socket) and anything in our cgroup parent.
-    fn leftover_processes(&self) -> Vec<i32> {
-        let mut pids = processes_mentioning(&self.socket.to_string_lossy());
-        for dir in self.cgroup_roots() {
-            collect_procs(&dir, &mut pids);
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        pids
-    }
-
-    /// The cgroup parent in every hierarchy, where it exists.
-    fn cgroup_roots(&self) -> Vec<PathBuf> {
-        hierarchies()
-            .unwrap_or_default()
-            .iter()
-            .map(|h| h.dir(&self.cgroup_parent))
-            .filter(|d| d.is_dir())
-            .collect()
-    }
-
-    /// Stops everything (see the module doc); returns what could not be cleaned up.
-    fn shutdown(&mut self) -> Result<()> {
-        if self.child.is_some() {
-            if let Ok(out) = self.crictl(&["pods", "-q"]) {
-                for id in out.stdout.split_whitespace() {
-                    let _ = self.crictl(&["rmp", "-f", id]);
-                }
-            }
-        }
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let left = self.leftover_processes();
-        for &pid in &left {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let _ = wait_for("leftover processes to die", WAIT_TIMEOUT, || {
-            Ok(left.iter().all(|&p| !pid_alive(p)))
-        });
-        // The mounts live in containerd's private namespace, gone with its last process; any
-        // that propagated here would hold the temp dir.
-        let mounts = mounts_under(self.dir.path());
-        for m in mounts.iter().rev() {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let mut cgroups_left = Vec::new();
-        for root in self.cgroup_roots() {
-            remove_cgroup_tree(&root);
-            if root.exists() {
-                cgroups_left.push(root);
-            }
-        }
-        if !left.is_empty() || !cgroups_left.is_empty() || !mounts.is_empty() {
-            bail!(
-                "left behind: processes {left:?} (killed), cgroups {cgroups_left:?}, host mounts \
-                 {mounts:?} (detached)\n{}",
-                self.diagnostics()
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for CriContainerd {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            eprintln!("containerd CRI test cleanup: {e:#}");
-        }
     }
 }
 
@@ -414,37 +227,13 @@ fn write_cni_config(dir: &Path) -> Result<()> {
     .context("failed to write the CNI config")
 }
 
-/// The config: the test's own paths, `contrib/containerd/config.toml` with the rcrun under test
-/// as BinaryName (the snippet users merge), then the CRI settings a test machine needs.
-fn config_toml(dir: &Path) -> Result<String> {
-    let contrib_path = repo_root().join("contrib/containerd/config.toml");
-    let contrib = fs::read_to_string(&contrib_path)
-        .with_context(|| format!("failed to read {}", contrib_path.display()))?;
-    if !contrib.contains(CONTRIB_BINARY) {
-        bail!("{} does not name {CONTRIB_BINARY}", contrib_path.display());
-    }
-    let contrib = contrib.replace(CONTRIB_BINARY, &rcrun_bin().to_string_lossy());
+/// The CRI settings a test machine needs, after the shared part of the config (the test's own
+/// paths and `contrib/containerd/config.toml`, the snippet users merge).
+fn cri_plugin_toml(dir: &Path) -> Result<String> {
     let restrict_oom = !has_cap_sys_resource()?;
     let d = dir.display();
     Ok(format!(
-        r#"root = "{d}/root"
-state = "{d}/state"
-# Snapshotters and tracing this test does not need.
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-{contrib}
-
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
+        r#"[plugins."io.containerd.grpc.v1.cri"]
   # Imported by the test: nothing is pulled.
   sandbox_image = "{PAUSE_IMAGE}"
   # Loading containerd's AppArmor profile would change the host's kernel policy.
@@ -458,22 +247,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   conf_dir = "{d}/cni"
 "#
     ))
-}
-
-/// `tar -h -cf TAR -C LAYOUT .` (following the blobs symlink of a layout of ours).
-fn tar_layout(layout: &Path, tar: &Path) -> Result<()> {
-    host(
-        "tar",
-        &[
-            "-h",
-            "-C",
-            &layout.to_string_lossy(),
-            "-cf",
-            &tar.to_string_lossy(),
-            ".",
-        ],
-    )?;
-    Ok(())
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<String> {
@@ -496,8 +269,8 @@ fn pod_with_rcrun_handler() -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let mut cd = CriContainerd::start()?;
-    let d = cd.dir.path().to_path_buf();
+    let mut cd = start()?;
+    let d = cd.dir().to_path_buf();
 
     let version = cd.crictl_ok(&["version"])?;
     assert!(
@@ -514,7 +287,7 @@ fn pod_with_rcrun_handler() -> Result<()> {
             "hostname": name,
             "log_directory": d.join("pod-logs"),
             "labels": {"app": "rcrun-e2e"},
-            "linux": {"cgroup_parent": cd.cgroup_parent},
+            "linux": {"cgroup_parent": cd.cgroup_parent()},
         }),
     )?;
     let pod = cd

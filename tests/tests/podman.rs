@@ -17,40 +17,30 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use e2e::containerd::{
+    in_cgroup, kill_all, leftover_processes, oci_archive, read_trimmed, remove_cgroup_parent,
+    tools_installed, Counter, Holder, IMAGE,
+};
 use e2e::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
-/// The image hack/mkimage.sh tags in its OCI layout.
-const IMAGE: &str = "docker.io/library/busybox:latest";
 /// How long one podman command may take.
 const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether the tools exist; prints why the test skips when not.
 fn available(test: &str) -> bool {
-    let missing: Vec<&str> = ["podman", "conmon"]
-        .into_iter()
-        .filter(|p| !on_path(p))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    eprintln!(
-        "SKIP {test}: {} not installed (hack/setup.sh installs Debian's podman)",
-        missing.join(", ")
-    );
-    false
+    tools_installed(test, &["podman", "conmon"], "Debian's podman")
 }
 
 struct Podman {
     dir: TempDir,
     /// The `sleep` holding the private namespaces.
-    holder: Option<Child>,
+    holder: Holder,
     /// The cgroup parent of the test's containers (absolute, unique).
     parent: String,
 }
@@ -70,67 +60,40 @@ impl Podman {
                 -o lowerdir=/var/lib,upperdir=\"$1/varlib/upper\",workdir=\"$1/varlib/work\" /var/lib
             ip link set lo up
             exec sleep infinity";
-        let log = fs::File::create(dir.path().join("holder.log"))
-            .context("failed to create holder.log")?;
-        let holder = Command::new("unshare")
-            .args(["--mount", "--net", "--propagation", "private", "--"])
-            .args(["sh", "-c", script, "sh"])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("failed to dup the log fd")?)
-            .stderr(log)
-            .spawn()
-            .context("failed to run unshare")?;
-        let mut pm = Podman {
+        let log = dir.path().join("holder.log");
+        let holder = Holder::spawn(
+            "the namespace holder",
+            Command::new("unshare")
+                .args(["--mount", "--net", "--propagation", "private", "--"])
+                .args(["sh", "-c", script, "sh"])
+                .arg(dir.path()),
+            &log,
+        )?;
+        // Until the holder's shell has made its mounts and become `sleep`.
+        holder.wait_up(
+            Duration::from_secs(10),
+            || {
+                fs::read_to_string(format!("/proc/{}/comm", holder.pid()))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+            },
+            || fs::read_to_string(&log).unwrap_or_default(),
+        )?;
+        let pm = Podman {
             parent: format!("/{}", unique_id("rcrun-e2e-podman")),
             dir,
-            holder: Some(holder),
+            holder,
         };
-        pm.wait_ready()?;
         pm.load_image()?;
         Ok(pm)
     }
 
     fn pid(&self) -> i32 {
-        self.holder.as_ref().map_or(-1, |c| c.id() as i32)
-    }
-
-    /// Until the holder's shell has made its mounts and become `sleep`.
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(child) = self.holder.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.holder = None;
-                    let log =
-                        fs::read_to_string(self.dir.path().join("holder.log")).unwrap_or_default();
-                    bail!("the namespace holder exited with {status}: {log}");
-                }
-            }
-            let comm = fs::read_to_string(format!("/proc/{}/comm", self.pid())).unwrap_or_default();
-            if comm.trim() == "sleep" {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the namespace holder did not come up in 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.holder.pid()
     }
 
     fn load_image(&self) -> Result<()> {
-        let layout = image()?.join("oci");
         let tar = self.dir.path().join("busybox-oci.tar");
-        host(
-            "tar",
-            &[
-                "-C",
-                &layout.to_string_lossy(),
-                "-cf",
-                &tar.to_string_lossy(),
-                ".",
-            ],
-        )?;
+        oci_archive(&image()?.join("oci"), &tar)?;
         self.podman_ok(&["load", "-i", &tar.to_string_lossy()])?;
         let images = self.podman_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?;
         if !images.stdout.lines().any(|l| l == IMAGE) {
@@ -215,44 +178,16 @@ impl Podman {
         Path::new(&format!("/proc/{}/root/run/rcrun/{full_id}", self.pid())).exists()
     }
 
-    fn cgroup_roots(&self) -> Vec<PathBuf> {
-        hierarchies()
-            .unwrap_or_default()
-            .iter()
-            .map(|h| h.dir(&self.parent))
-            .filter(|d| d.is_dir())
-            .collect()
-    }
-
     fn shutdown(&mut self) -> Result<()> {
-        if self.holder.is_some() {
+        if self.holder.running() {
             let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
         }
         // conmon and podman's cleanup processes name the temp dir; containers are in our
         // cgroups.
-        let mut left = processes_mentioning(&self.dir.path().to_string_lossy());
-        for root in self.cgroup_roots() {
-            collect_procs(&root, &mut left);
-        }
-        left.sort_unstable();
-        left.dedup();
-        for &pid in &left {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        if let Some(mut holder) = self.holder.take() {
-            let _ = holder.kill();
-            let _ = holder.wait();
-        }
-        let _ = wait_for("leftover processes to die", WAIT_TIMEOUT, || {
-            Ok(left.iter().all(|&p| !pid_alive(p)))
-        });
-        let mut cgroups_left = Vec::new();
-        for root in self.cgroup_roots() {
-            remove_cgroup_tree(&root);
-            if root.exists() {
-                cgroups_left.push(root);
-            }
-        }
+        let left = leftover_processes(&self.dir.path().to_string_lossy(), &self.parent);
+        kill_all(&left);
+        self.holder.stop(Signal::SIGKILL, Duration::from_secs(10));
+        let cgroups_left = remove_cgroup_parent(&self.parent);
         if !left.is_empty() || !cgroups_left.is_empty() {
             bail!("left behind: processes {left:?} (killed), cgroups {cgroups_left:?}");
         }
@@ -266,13 +201,6 @@ impl Drop for Podman {
             eprintln!("podman test cleanup: {e:#}");
         }
     }
-}
-
-fn read_trimmed(path: &Path) -> Result<String> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?
-        .trim()
-        .to_string())
 }
 
 /// `podman run --rm`: output, exit code and cgroup of the container, with and without a
@@ -339,7 +267,7 @@ fn exec_pause_stop_rm() -> Result<()> {
     let pid: i32 = pm.inspect("c1", "{{.State.Pid}}")?.parse()?;
     let procs = pm.cgroup_dir("pids", &full_id)?.join("cgroup.procs");
     assert!(
-        read_trimmed(&procs)?.lines().any(|l| l == pid.to_string()),
+        in_cgroup(&procs, pid)?,
         "init {pid} not in {}",
         procs.display()
     );
@@ -365,28 +293,19 @@ fn exec_pause_stop_rm() -> Result<()> {
     assert!(out.stdout.contains("/dev/pts/"), "{out}");
 
     // pause/unpause: the freezer on the host, and the counter inside stops and goes on.
-    let counter = PathBuf::from(format!("/proc/{pid}/root/tmp/n"));
-    let count = || -> Result<u64> {
-        read_trimmed(&counter)?
-            .parse()
-            .with_context(|| format!("bad counter in {}", counter.display()))
-    };
-    wait_for("the counter", WAIT_TIMEOUT, || {
-        Ok(count().is_ok_and(|n| n > 0))
-    })?;
+    let counter = Counter::of(pid);
+    counter.wait_started()?;
     pm.podman_ok(&["pause", "c1"])?;
     assert_eq!(pm.inspect("c1", "{{.State.Status}}")?, "paused");
     let freezer = pm.cgroup_dir("freezer", &full_id)?.join("freezer.state");
     assert_eq!(read_trimmed(&freezer)?, "FROZEN");
-    let frozen = count()?;
+    let frozen = counter.read()?;
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(count()?, frozen, "the counter moved while paused");
+    assert_eq!(counter.read()?, frozen, "the counter moved while paused");
     pm.podman_ok(&["unpause", "c1"])?;
     assert_eq!(pm.inspect("c1", "{{.State.Status}}")?, "running");
     assert_eq!(read_trimmed(&freezer)?, "THAWED");
-    wait_for("the counter to move on", WAIT_TIMEOUT, || {
-        Ok(count()? > frozen)
-    })?;
+    counter.wait_beyond(frozen)?;
 
     // stop: SIGTERM reaches init's trap, well within the timeout.
     let started = Instant::now();
