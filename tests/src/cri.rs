@@ -612,6 +612,11 @@ pub fn rcrictl_bin() -> PathBuf {
 }
 
 impl Rcri {
+    /// Our socket as an rcrictl `-r` endpoint: `unix://<path>`.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
     /// An `rcrictl -r <our socket> ARGS...` command run inside the test's network namespace,
     /// where rcri's streaming server listens on loopback. Not spawned: the caller sets stdio.
     pub fn rcrictl(&self, args: &[&str]) -> Command {

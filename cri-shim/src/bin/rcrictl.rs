@@ -20,6 +20,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 #[path = "rcrictl/streaming.rs"]
 mod streaming;
 
+#[path = "rcrictl/kubelet_cmd.rs"]
+mod kubelet_cmd;
+
 const DEFAULT_ENDPOINT: &str = "unix:///run/rcri/rcri.sock";
 
 #[derive(Parser, Debug)]
@@ -284,6 +287,12 @@ enum Cmd {
         #[arg(short, long, default_value = "table")]
         output: String,
     },
+    /// Run Kubernetes v1 Pod manifests through the runtime, as kubelet would.
+    Run(kubelet_cmd::RunArgs),
+    /// Show the pods `rcrictl run` runs (kubectl's table, or -o yaml/json).
+    Get(kubelet_cmd::GetArgs),
+    /// Delete a pod `rcrictl run` runs, gracefully.
+    Delete(kubelet_cmd::DeleteArgs),
 }
 
 fn main() {
@@ -386,6 +395,15 @@ async fn run(cli: Cli) -> Result<i32> {
         .clone()
         .or_else(|| std::env::var("IMAGE_SERVICE_ENDPOINT").ok())
         .filter(|e| !e.is_empty());
+    // The kubelet commands connect when they need to (`get` never does).
+    match cli.cmd {
+        Cmd::Run(args) => {
+            return kubelet_cmd::run(args, &runtime_endpoint, image_endpoint.as_deref()).await
+        }
+        Cmd::Get(args) => return kubelet_cmd::get(args),
+        Cmd::Delete(args) => return kubelet_cmd::delete(args, &runtime_endpoint).await,
+        _ => {}
+    }
     let rt_ch = connect(&runtime_endpoint, call_timeout).await?;
     let img_ch = match &image_endpoint {
         Some(e) if e != &runtime_endpoint => connect(e, call_timeout).await?,
@@ -398,6 +416,7 @@ async fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
         // Handled in main, before any connection.
         Cmd::Completion { .. } => {}
+        Cmd::Run(_) | Cmd::Get(_) | Cmd::Delete(_) => {}
         Cmd::Version => {
             let v =
                 c.rt.version(cri::VersionRequest {
