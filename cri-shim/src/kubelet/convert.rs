@@ -584,27 +584,9 @@ fn sandbox_config_with(
     })
 }
 
-// Kubelet's defaults for Default procMount (pkg/securitycontext/util.go, kept in sync with moby).
-const DEFAULT_MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-const DEFAULT_READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+// Kubelet's lists for the Default procMount (pkg/securitycontext/util.go) are moby's, the same
+// ones rcri applies when a request leaves them empty: one copy, in rcri's container module.
+use crate::container::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 
 /// determineEffectiveSecurityContext: the container's fields over the pod's.
 fn container_security_context(
