@@ -571,8 +571,15 @@ fn web_pod_serves_sees_its_config_and_is_deleted_with_its_prestop_hook() -> Resu
         "{delete}\n{}",
         kubelet.output()
     );
+    // The owner prints its last line just after removing the record, which ends the wait of
+    // `delete`: polled.
+    e2e::wait_for(
+        "the owner's `pod deleted` line",
+        Duration::from_secs(5),
+        || Ok(kubelet.output().contains("default/web: pod deleted")),
+    )
+    .with_context(|| kubelet.output())?;
     let out = kubelet.output();
-    assert!(out.contains("default/web: pod deleted"), "{out}");
     assert!(!out.contains("cannot remove"), "{out}");
     let prestop = fs::read_to_string(kubelet.host_dir().join("web/prestop.log"))
         .context("the preStop hook did not write its file")?;
@@ -1203,6 +1210,9 @@ fn examples_parse_validate_and_find_their_config() -> Result<()> {
         "pod-crash.yaml",
         "pod-liveness.yaml",
         "pod-job.yaml",
+        "pod-probes.yaml",
+        "pod-volumes.yaml",
+        "pod-hostnet.yaml",
     ] {
         let (objects, warnings) = manifest::load_file(&dir.join(file))?;
         assert!(warnings.is_empty(), "{file}: {warnings:?}");
@@ -1224,7 +1234,10 @@ fn examples_parse_validate_and_find_their_config() -> Result<()> {
             names.push(pod.metadata.name.clone());
         }
     }
-    assert_eq!(names, ["web", "crash", "liveness", "job"]);
+    assert_eq!(
+        names,
+        ["web", "crash", "liveness", "job", "probes", "volumes", "hostnet"]
+    );
 
     let (config, warnings) = manifest::load_file(&dir.join("config/web-config.yaml"))?;
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -1249,4 +1262,360 @@ fn examples_parse_validate_and_find_their_config() -> Result<()> {
         Some(&b"admin"[..])
     );
     Ok(())
+}
+
+fn bool_field(pod: &Value, name: &str, field: &str) -> Option<bool> {
+    container_status(pod, name).and_then(|c| c[field].as_bool())
+}
+
+/// examples/pod-probes.yaml: the startup probe holds back liveness and readiness (the container
+/// is neither started nor ready while httpd already answers and the liveness port is closed),
+/// then `started` flips; the httpGet readiness probe on a named port makes it ready; killing the
+/// tcpSocket liveness listener restarts it after periodSeconds x failureThreshold, not before;
+/// initialDelaySeconds keeps `slow` from a liveness kill and from being ready too soon.
+#[test]
+fn probes_startup_gates_liveness_and_readiness_and_timing_is_honoured() -> Result<()> {
+    let rcri = Rcri::start()?;
+    let mut kubelet = Kubelet::new(&rcri)?;
+    let manifest = kubelet.example("pod-probes.yaml")?;
+    kubelet.start(&args(&[&manifest]))?;
+
+    let early = kubelet.wait_pod("probes", "both containers running", START_TIMEOUT, |p| {
+        is_running(p, "app") && is_running(p, "slow")
+    })?;
+    let running_at = Instant::now();
+    let ip = early["status"]["podIP"]
+        .as_str()
+        .filter(|ip| !ip.is_empty())
+        .with_context(|| format!("no podIP: {early:#}"))?
+        .to_string();
+    // httpd answers: readiness would pass, but the startup probe has not succeeded yet.
+    e2e::wait_for("httpd to answer", Duration::from_secs(5), || {
+        Ok(http_get(&rcri, &ip, 8080, "/index.html").is_ok_and(|r| r.contains(" 200 ")))
+    })?;
+    let pod = kubelet.get_json("probes")?;
+    let app = container_status(&pod, "app").context("no app status")?;
+    assert_eq!(app["started"], false, "{app:#}");
+    assert_eq!(app["ready"], false, "{app:#}");
+    assert_eq!(condition(&pod, "Ready"), Some("False"), "{pod:#}");
+
+    let mut slow_ready_after = None;
+    let mut app_started_after = None;
+    let ready = kubelet.wait_pod("probes", "Ready", START_TIMEOUT, |p| {
+        if app_started_after.is_none() && bool_field(p, "app", "started") == Some(true) {
+            app_started_after = Some(running_at.elapsed());
+        }
+        if slow_ready_after.is_none() && bool_field(p, "slow", "ready") == Some(true) {
+            slow_ready_after = Some(running_at.elapsed());
+        }
+        condition(p, "Ready") == Some("True")
+    })?;
+    // `app` starts after ~6 s (its `sleep 6`), `slow` is ready no sooner than its 6 s delay
+    // (less the time it took to see them running).
+    let app_started_after = app_started_after.context("app never seen started")?;
+    let slow_ready_after = slow_ready_after.context("slow never seen ready")?;
+    assert!(
+        app_started_after >= Duration::from_secs(4),
+        "app started {app_started_after:?} after running"
+    );
+    assert!(
+        slow_ready_after >= Duration::from_secs(4),
+        "slow ready {slow_ready_after:?} after running: initialDelaySeconds 6 ignored"
+    );
+    for name in ["app", "slow"] {
+        let c = container_status(&ready, name).context(name)?;
+        assert_eq!(c["started"], true, "{c:#}");
+        assert_eq!(c["ready"], true, "{c:#}");
+        assert_eq!(c["restartCount"], 0, "{c:#}\n{}", kubelet.output());
+    }
+    let out = kubelet.output();
+    assert!(out.contains("startup probe of app failed"), "{out}");
+    assert!(
+        !out.contains("liveness probe of app failed"),
+        "liveness ran before the startup probe succeeded: {out}"
+    );
+
+    // The liveness listener killed: 3 failures 2 s apart, then the restart.
+    let first_id = container_id(&ready, "app")?;
+    exec_ok(
+        &rcri,
+        &first_id,
+        &["sh", "-c", "kill $(cat /tmp/liveness.pid)"],
+    )?;
+    let killed_at = Instant::now();
+    let restarted = kubelet.wait_pod(
+        "probes",
+        "app restarted, not started yet",
+        Duration::from_secs(60),
+        |p| {
+            restart_count(p, "app") >= 1
+                && is_running(p, "app")
+                && bool_field(p, "app", "started") == Some(false)
+        },
+    )?;
+    let took = killed_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(3500),
+        "restarted {took:?} after the listener died: periodSeconds 2 x failureThreshold 3 ignored"
+    );
+    assert_ne!(container_id(&restarted, "app")?, first_id);
+    let app = container_status(&restarted, "app").context("no app status")?;
+    assert_eq!(app["ready"], false, "{app:#}");
+    assert!(app["lastState"]["terminated"].is_object(), "{app:#}");
+    assert_eq!(
+        condition(&restarted, "Ready"),
+        Some("False"),
+        "{restarted:#}"
+    );
+    let out = kubelet.output();
+    assert!(out.contains("liveness probe of app failed"), "{out}");
+    assert!(
+        out.contains("default/probes: killing container app: liveness probe failed"),
+        "{out}"
+    );
+    let again = kubelet.wait_pod("probes", "Ready again", START_TIMEOUT, |p| {
+        condition(p, "Ready") == Some("True")
+    })?;
+    assert_eq!(
+        bool_field(&again, "app", "started"),
+        Some(true),
+        "{again:#}"
+    );
+    // `slow` has run past its 8 s delay by now without a liveness failure.
+    assert_eq!(
+        restart_count(&again, "slow"),
+        0,
+        "{again:#}\n{}",
+        kubelet.output()
+    );
+    let out = kubelet.output();
+    assert!(!out.contains("liveness probe of slow failed"), "{out}");
+
+    let status = kubelet.interrupt()?;
+    assert!(status.success(), "{status}\n{}", kubelet.output());
+    kubelet.assert_nothing_left(&rcri)
+}
+
+/// The interface names of a /proc/net/dev text.
+fn interfaces(dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The /proc/mounts line of `path` inside a container: (fstype, options).
+fn mount_of(mounts: &str, path: &str) -> Option<(String, String)> {
+    mounts.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&path)).then(|| (f[2].to_string(), f[3].to_string()))
+    })
+}
+
+/// examples/pod-volumes.yaml and examples/pod-hostnet.yaml: what the containers see of every
+/// volume type (tmpfs emptyDir with its size, projected and downwardAPI files with modes,
+/// read-only, hostPath created on the host, a subPath file), workingDir, hostname, a shared
+/// process namespace with pause as PID 1; a hostNetwork pod sees rcri's interfaces, no eth0.
+#[test]
+fn volumes_and_pod_settings_as_the_containers_see_them() -> Result<()> {
+    let rcri = Rcri::start()?;
+    let mut kubelet = Kubelet::new(&rcri)?;
+    let volumes = kubelet.example("pod-volumes.yaml")?;
+    let hostnet = kubelet.example("pod-hostnet.yaml")?;
+    kubelet.start(&args(&[
+        &volumes,
+        &hostnet,
+        &"--config-dir",
+        &Kubelet::config_dir(),
+    ]))?;
+    let pod = kubelet.wait_pod("volumes", "running", START_TIMEOUT, |p| {
+        is_running(p, "main") && is_running(p, "helper")
+    })?;
+    let main = container_id(&pod, "main")?;
+
+    // workingDir: the command's `pwd > workdir` wrote /cache/workdir.
+    let mut workdir = String::new();
+    e2e::wait_for(
+        "main to write /cache/workdir",
+        Duration::from_secs(10),
+        || {
+            workdir = exec(&rcri, &main, &["cat", "/cache/workdir"])?.1;
+            Ok(!workdir.is_empty())
+        },
+    )?;
+    assert_eq!(workdir, "/cache\n");
+
+    let mounts = exec_ok(&rcri, &main, &["cat", "/proc/mounts"])?;
+    // emptyDir medium Memory: a tmpfs of sizeLimit 16Mi, writable.
+    let (fstype, options) = mount_of(&mounts, "/cache").context("no /cache mount")?;
+    assert_eq!(fstype, "tmpfs", "{mounts}");
+    assert!(options.split(',').any(|o| o == "size=16384k"), "{options}");
+    assert!(options.split(',').any(|o| o == "rw"), "{options}");
+    exec_ok(&rcri, &main, &["touch", "/cache/new"])?;
+
+    // projected: a ConfigMap key, a Secret key and downward API fields, with their modes.
+    for (file, content, mode) in [
+        ("config/greeting", "hello from a ConfigMap", "440"),
+        ("secret/password", "s3cr3t-passw0rd", "400"),
+        ("pod/name", "volumes", "644"),
+        ("pod/namespace", "default", "644"),
+    ] {
+        let path = format!("/etc/bundle/{file}");
+        assert_eq!(exec_ok(&rcri, &main, &["cat", &path])?, content, "{path}");
+        let stat = exec_ok(&rcri, &main, &["stat", "-L", "-c", "%a", &path])?;
+        assert_eq!(stat.trim(), mode, "mode of {path}");
+        let (code, _, _) = exec(&rcri, &main, &["sh", "-c", &format!("echo x > {path}")])?;
+        assert_ne!(code, 0, "{path} could be overwritten");
+    }
+    let (code, _, _) = exec(&rcri, &main, &["touch", "/etc/bundle/new"])?;
+    assert_ne!(code, 0, "the projected volume is writable");
+    let (_, options) = mount_of(&mounts, "/etc/bundle").context("no /etc/bundle mount")?;
+    assert!(options.split(',').any(|o| o == "ro"), "{options}");
+    // Only the listed items are there (the ConfigMap's other key is not).
+    let ls = exec_ok(&rcri, &main, &["ls", "/etc/bundle/config"])?;
+    assert_eq!(ls, "greeting\n");
+
+    // downwardAPI: labels and annotations as kubelet writes them, read-only.
+    let labels = exec_ok(&rcri, &main, &["cat", "/etc/podinfo/labels"])?;
+    let labels: Vec<&str> = labels.lines().collect();
+    assert!(labels.contains(&r#"app="volumes""#), "{labels:?}");
+    assert!(labels.contains(&r#"tier="demo""#), "{labels:?}");
+    let annotations = exec_ok(&rcri, &main, &["cat", "/etc/podinfo/annotations"])?;
+    assert!(
+        annotations
+            .lines()
+            .any(|l| l == r#"example.com/owner="rcrictl""#),
+        "{annotations}"
+    );
+    let (code, _, _) = exec(&rcri, &main, &["touch", "/etc/podinfo/new"])?;
+    assert_ne!(code, 0, "the downwardAPI volume is writable");
+
+    // hostPath DirectoryOrCreate and FileOrCreate: created on the host, written from inside.
+    let host = kubelet.host_dir().join("volumes");
+    assert!(host.is_dir(), "{} not created", host.display());
+    assert!(host.join("main.log").is_file(), "main.log not created");
+    // The modes kubelet creates them with.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&host)?.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        fs::metadata(host.join("main.log"))?.permissions().mode() & 0o7777,
+        0o644
+    );
+    wait_file_contains(
+        &host.join("main.log"),
+        "main of vol-host started in /cache",
+        Duration::from_secs(10),
+    )?;
+    wait_file_contains(
+        &host.join("hello"),
+        "hello from main",
+        Duration::from_secs(10),
+    )?;
+
+    // subPath: one key of the ConfigMap volume as a single file.
+    assert_eq!(
+        exec_ok(&rcri, &main, &["cat", "/etc/greeting.txt"])?,
+        "hello from a ConfigMap"
+    );
+    exec_ok(&rcri, &main, &["test", "-f", "/etc/greeting.txt"])?;
+    assert!(mount_of(&mounts, "/etc/greeting.txt").is_some(), "{mounts}");
+
+    assert_eq!(exec_ok(&rcri, &main, &["hostname"])?, "vol-host\n");
+
+    // shareProcessNamespace: helper's `sleep 3600` is visible; PID 1 is the pause process.
+    let ps = exec_ok(&rcri, &main, &["ps", "-o", "pid,args"])?;
+    let pid1 = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .with_context(|| format!("no PID 1 in {ps}"))?;
+    assert!(pid1.contains("pause"), "PID 1 is not pause: {ps}");
+    let sleeper = ps
+        .lines()
+        .find(|l| l.contains("sleep 3600"))
+        .with_context(|| format!("helper's process not visible: {ps}"))?;
+    assert_ne!(sleeper.split_whitespace().next(), Some("1"), "{ps}");
+
+    // The pod network has an eth0; the hostNetwork pod sees exactly rcri's interfaces.
+    let pod_dev = interfaces(&exec_ok(&rcri, &main, &["cat", "/proc/net/dev"])?);
+    assert!(pod_dev.iter().any(|i| i == "eth0"), "{pod_dev:?}");
+    let hn = kubelet.wait_pod("hostnet", "running", START_TIMEOUT, |p| {
+        is_running(p, "app")
+    })?;
+    assert_eq!(hn["spec"]["hostNetwork"], true, "{hn:#}");
+    // As kubelet reports it: the pod IP of a host-network pod is the node's.
+    assert!(hn["status"]["hostIP"].is_string(), "{hn:#}");
+    assert_eq!(hn["status"]["podIP"], hn["status"]["hostIP"], "{hn:#}");
+    let hn_id = container_id(&hn, "app")?;
+    let hn_dev = interfaces(&exec_ok(&rcri, &hn_id, &["cat", "/proc/net/dev"])?);
+    let rcri_dev =
+        interfaces(&rcri.in_netns_thread(|| fs::read_to_string("/proc/thread-self/net/dev"))??);
+    assert_eq!(hn_dev, rcri_dev, "the hostNetwork pod's interfaces");
+    assert_ne!(hn_dev, pod_dev);
+    let node_hostname = fs::read_to_string("/proc/sys/kernel/hostname")?;
+    assert_eq!(exec_ok(&rcri, &hn_id, &["hostname"])?, node_hostname);
+
+    let status = kubelet.interrupt()?;
+    assert!(status.success(), "{status}\n{}", kubelet.output());
+    // hostPath content stays on the node.
+    assert!(host.join("hello").is_file());
+    kubelet.assert_nothing_left(&rcri)
+}
+
+/// Progress output: under a pseudo-terminal (`script`) the pod start shows the spinner line
+/// (erase-line escapes and a braille frame); on a pipe the same run prints plain lines only.
+#[test]
+fn progress_spins_on_a_terminal_and_is_plain_on_a_pipe() -> Result<()> {
+    let rcri = Rcri::start()?;
+    let kubelet = Kubelet::new(&rcri)?;
+    let manifest = kubelet.example("pod-job.yaml")?;
+    let quote = |s: &dyn AsRef<std::ffi::OsStr>| {
+        format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
+    };
+    let line = [
+        quote(&e2e::cri::rcrictl_bin()),
+        quote(&"-r"),
+        quote(&kubelet.endpoint),
+        quote(&"run"),
+        quote(&manifest),
+        quote(&"--root-dir"),
+        quote(&kubelet.root()),
+    ]
+    .join(" ");
+    let mut script = Command::new("script");
+    script.args(["-qfec", &line, "/dev/null"]);
+    let tty = run_command(&mut script, START_TIMEOUT)?;
+    assert!(tty.success(), "{tty}");
+    assert!(tty.stdout.contains("default/job: "), "{tty}");
+    assert!(
+        tty.stdout.contains("\r\x1b[2K"),
+        "no erase-line on a terminal: {tty}"
+    );
+    assert!(
+        tty.stdout.contains("default/job: starting pod sandbox"),
+        "no spinner line for the sandbox start: {tty}"
+    );
+    assert!(
+        ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏']
+            .iter()
+            .any(|c| tty.stdout.contains(*c)),
+        "no spinner frame: {tty}"
+    );
+    let delete = kubelet.ctl_root(&["delete", "pod", "job"])?;
+    assert!(delete.success(), "{delete}");
+
+    let mut pipe = kubelet.ctl(&["run"]);
+    pipe.arg(&manifest).arg("--root-dir").arg(kubelet.root());
+    let pipe = run_command(&mut pipe, START_TIMEOUT)?;
+    assert!(pipe.success(), "{pipe}");
+    assert!(pipe.stdout.contains("default/job: "), "{pipe}");
+    assert!(
+        !pipe.stdout.contains('\x1b') && !pipe.stdout.contains('\r'),
+        "escape sequences on a pipe: {pipe}"
+    );
+    let delete = kubelet.ctl_root(&["delete", "pod", "job"])?;
+    assert!(delete.success(), "{delete}");
+    kubelet.assert_nothing_left(&rcri)
 }
