@@ -28,7 +28,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 
-all_targets=(config_json cri_to_oci cri_log image_manifest tar_unpack)
+all_targets=(config_json cri_to_oci cri_log image_manifest tar_unpack pod_manifest)
 seconds=60
 if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
     seconds=$1
@@ -90,6 +90,11 @@ seed config_json minimal '{"ociVersion":"1.0.2","root":{"path":"rootfs"},"proces
 seed image_manifest index '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"docker.io/library/busybox:latest"}}]}'
 seed image_manifest manifest '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":3}]}'
 seed image_manifest config '{"architecture":"amd64","os":"linux","config":{"User":"1000:1000","Env":["A=b"],"Entrypoint":["sh"],"StopSignal":"SIGRTMIN+3","ExposedPorts":{"80/tcp":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:3333333333333333333333333333333333333333333333333333333333333333"]}}'
+# The example pods seed pod_manifest too (copied as ex-*, which git ignores: not committed twice).
+mkdir -p fuzz/corpus/pod_manifest
+for f in "$repo"/examples/*.yaml "$repo"/examples/config/*.yaml; do
+    [ -e "fuzz/corpus/pod_manifest/ex-${f##*/}" ] || cp "$f" "fuzz/corpus/pod_manifest/ex-${f##*/}"
+done
 
 echo "fuzz: building the fuzz targets (sanitizer: $sanitizer)" >&2
 build_start=$SECONDS
