@@ -1417,8 +1417,9 @@ fn mount_of(mounts: &str, path: &str) -> Option<(String, String)> {
 
 /// examples/pod-volumes.yaml and examples/pod-hostnet.yaml: what the containers see of every
 /// volume type (tmpfs emptyDir with its size, projected and downwardAPI files with modes,
-/// read-only, hostPath created on the host, a subPath file), workingDir, hostname, a shared
-/// process namespace with pause as PID 1; a hostNetwork pod sees rcri's interfaces, no eth0.
+/// read-only, hostPath created on the host, a subPath file), workingDir, hostname, kubelet's
+/// /etc/hosts (pod IP with the FQDN, hostAliases; the node's file for the hostNetwork pod), a
+/// shared process namespace with pause as PID 1; a hostNetwork pod sees rcri's interfaces.
 #[test]
 fn volumes_and_pod_settings_as_the_containers_see_them() -> Result<()> {
     let rcri = Rcri::start()?;
@@ -1525,6 +1526,39 @@ fn volumes_and_pod_settings_as_the_containers_see_them() -> Result<()> {
 
     assert_eq!(exec_ok(&rcri, &main, &["hostname"])?, "vol-host\n");
 
+    // /etc/hosts as kubelet writes it: the pod IP with the FQDN (spec.subdomain, default cluster
+    // domain), then the hostAliases; one read-write file of the pod record in every container.
+    let pod_ip = pod["status"]["podIP"]
+        .as_str()
+        .with_context(|| format!("no podIP: {pod:#}"))?;
+    let hosts = exec_ok(&rcri, &main, &["cat", "/etc/hosts"])?;
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    let fqdn_line = format!("{pod_ip}\tvol-host.examples.default.svc.cluster.local\tvol-host");
+    assert!(hosts.lines().any(|l| l == fqdn_line), "{hosts}");
+    assert!(
+        hosts.ends_with(
+            "\n\n# Entries added by HostAliases.\n\
+             10.1.2.3\tdb.internal\tcache.internal\n\
+             fd00::53\tdns6.internal\n"
+        ),
+        "{hosts}"
+    );
+    let record_hosts = kubelet.root().join("pods/default_volumes/etc-hosts");
+    assert_eq!(fs::read_to_string(&record_hosts)?, hosts);
+    let (_, options) = mount_of(&mounts, "/etc/hosts").context("no /etc/hosts mount")?;
+    assert!(options.split(',').any(|o| o == "rw"), "{options}");
+    let helper = container_id(&pod, "helper")?;
+    exec_ok(
+        &rcri,
+        &main,
+        &["sh", "-c", "echo '10.9.9.9\tadded' >> /etc/hosts"],
+    )?;
+    let helper_hosts = exec_ok(&rcri, &helper, &["cat", "/etc/hosts"])?;
+    assert_eq!(helper_hosts, format!("{hosts}10.9.9.9\tadded\n"));
+
     // shareProcessNamespace: helper's `sleep 3600` is visible; PID 1 is the pause process.
     let ps = exec_ok(&rcri, &main, &["ps", "-o", "pid,args"])?;
     let pid1 = ps
@@ -1556,6 +1590,14 @@ fn volumes_and_pod_settings_as_the_containers_see_them() -> Result<()> {
     assert_ne!(hn_dev, pod_dev);
     let node_hostname = fs::read_to_string("/proc/sys/kernel/hostname")?;
     assert_eq!(exec_ok(&rcri, &hn_id, &["hostname"])?, node_hostname);
+    // The node's /etc/hosts, behind kubelet's host-network header.
+    assert_eq!(
+        exec_ok(&rcri, &hn_id, &["cat", "/etc/hosts"])?,
+        format!(
+            "# Kubernetes-managed hosts file (host network).\n{}",
+            fs::read_to_string("/etc/hosts")?
+        )
+    );
 
     let status = kubelet.interrupt()?;
     assert!(status.success(), "{status}\n{}", kubelet.output());

@@ -478,6 +478,18 @@ fn truncate_hostname(name: &str) -> String {
     name[..63].trim_end_matches(['-', '.']).to_string()
 }
 
+/// The pod's hostname as kubelet computes it (GeneratePodHostNameAndDomain): spec.hostname or
+/// the pod name, truncated to 63 characters.
+pub fn pod_hostname(pod: &Pod) -> String {
+    truncate_hostname(
+        pod.spec
+            .hostname
+            .as_deref()
+            .filter(|h| !h.is_empty())
+            .unwrap_or(&pod.metadata.name),
+    )
+}
+
 fn protocol(p: Option<&str>) -> i32 {
     match p {
         Some("UDP") => cri::Protocol::Udp as i32,
@@ -509,12 +521,7 @@ fn sandbox_config_with(
         // Host-network pods keep the node's hostname (kubelet leaves the field empty).
         String::new()
     } else {
-        truncate_hostname(
-            spec.hostname
-                .as_deref()
-                .filter(|h| !h.is_empty())
-                .unwrap_or(&meta.name),
-        )
+        pod_hostname(pod)
     };
     let mut labels: HashMap<String, String> = meta.labels.clone().into_iter().collect();
     labels.insert(keys::POD_NAME.into(), meta.name.clone());

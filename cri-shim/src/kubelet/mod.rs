@@ -3,11 +3,12 @@
 //! configuration and secrets, restarts with back-off, probes, graceful termination, static pods.
 //!
 //! Reading a manifest (`manifest`, `quantity`) and turning it into CRI requests (`convert`,
-//! `sources`, `volumes`) is kept apart from driving it over time (`worker`, `probe`, `backoff`,
+//! `sources`, `volumes`, `etchosts`) is kept apart from driving it over time (`worker`, `probe`, `backoff`,
 //! `status`, `records`, `staticpods`, `progress`).
 
 pub mod backoff;
 pub mod convert;
+pub mod etchosts;
 pub mod manifest;
 pub mod probe;
 pub mod progress;

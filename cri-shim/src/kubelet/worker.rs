@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use super::backoff::{go_duration, Backoff, BackoffConfig};
 use super::convert::{self, PodRuntimeInfo};
+use super::etchosts;
 use super::manifest::{Container, LifecycleHandler, Pod, Probe, PullPolicy, RestartPolicy};
 use super::probe::{self, Target};
 use super::progress::Progress;
@@ -48,6 +49,8 @@ pub struct Kubelet {
     pub host_ip: String,
     /// The CRI Version's runtime_name, lowercased: the scheme of containerID.
     pub runtime_name: String,
+    /// kubelet's --cluster-domain: the pods' FQDN in /etc/hosts ends with it.
+    pub cluster_domain: String,
 }
 
 /// How a pod's worker ended.
@@ -244,6 +247,8 @@ struct Sandbox {
     config: cri::PodSandboxConfig,
     target: Target,
     info: PodRuntimeInfo,
+    /// `<record>/etc-hosts` once written for this sandbox (its IPs).
+    etc_hosts: Option<PathBuf>,
 }
 
 struct Worker {
@@ -669,6 +674,7 @@ impl Worker {
                 node_name: self.kl.node_name.clone(),
                 ..Default::default()
             },
+            etc_hosts: None,
         });
         let st = self
             .rt()
@@ -709,7 +715,38 @@ impl Worker {
         } else {
             self.event(format!("started pod sandbox {} (IP {pod_ip})", short(&id)));
         }
+        // The sandbox is up whatever happens here: a failure is retried at the next container
+        // start, which then waits (CreateContainerConfigError) until the file is there.
+        if let Err(e) = self.ensure_etc_hosts() {
+            self.event(format!("{e:#}"));
+        }
         Ok(())
+    }
+
+    /// Writes the pod's /etc/hosts once per sandbox, when its IPs are known (kubelet rewrites
+    /// it at every container start; once is enough here since the IPs only change with a new
+    /// sandbox, and it leaves what a container added to it alone while the sandbox lives).
+    fn ensure_etc_hosts(&mut self) -> Result<Option<PathBuf>> {
+        let Some(sb) = &self.sandbox else {
+            return Ok(None);
+        };
+        if let Some(path) = &sb.etc_hosts {
+            return Ok(Some(path.clone()));
+        }
+        let dir = self.record_dir().context("the pod record is gone")?;
+        let hostname = convert::pod_hostname(&self.pod);
+        let written = etchosts::write(
+            &self.pod,
+            &hostname,
+            &dir,
+            &sb.info.pod_ips,
+            &self.kl.cluster_domain,
+        )
+        .context("cannot write the pod's /etc/hosts")?;
+        if let Some(sb) = &mut self.sandbox {
+            sb.etc_hosts.clone_from(&written);
+        }
+        Ok(written)
     }
 
     /// Whether the back-off keeps container `i` from (re)starting now; sets its waiting state.
@@ -873,7 +910,7 @@ impl Worker {
             let c = self.ctr(init, i);
             (c.spec.clone(), c.attempts)
         };
-        let mounts = match self.volumes.as_ref().map(|v| v.mounts(&spec)) {
+        let mut mounts = match self.volumes.as_ref().map(|v| v.mounts(&spec)) {
             Some(Ok(m)) => m,
             Some(Err(e)) => {
                 self.event(format!("cannot mount volumes into {}: {e:#}", spec.name));
@@ -883,6 +920,18 @@ impl Worker {
             }
             None => return,
         };
+        if etchosts::wanted_by(&spec) {
+            match self.ensure_etc_hosts() {
+                Ok(Some(path)) => mounts.push(etchosts::mount(&path)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.event(format!("cannot mount /etc/hosts into {}: {e:#}", spec.name));
+                    self.set_waiting(init, i, "CreateContainerConfigError", format!("{e:#}"));
+                    self.retry_later(init, i);
+                    return;
+                }
+            }
+        }
         let (sandbox_id, sandbox_config, info, target) = match &self.sandbox {
             Some(sb) => (
                 sb.id.clone(),

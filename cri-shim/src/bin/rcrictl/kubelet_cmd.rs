@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// How often --pod-manifest-dir is looked at.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     file_check_frequency: Duration,
+    /// The cluster's DNS domain: a pod with a subdomain finds its FQDN
+    /// `<hostname>.<subdomain>.<namespace>.svc.<domain>` in its /etc/hosts.
+    #[arg(long, default_value = rcri::kubelet::etchosts::DEFAULT_CLUSTER_DOMAIN)]
+    cluster_domain: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -155,6 +159,8 @@ async fn connect_kubelet(
         node_name,
         host_ip: host_ip(),
         runtime_name: version.runtime_name.to_lowercase(),
+        // Only `run` starts containers, and sets its --cluster-domain over this.
+        cluster_domain: rcri::kubelet::etchosts::DEFAULT_CLUSTER_DOMAIN.into(),
     })
 }
 
@@ -212,16 +218,16 @@ pub async fn run(args: RunArgs, endpoint: &str, image_endpoint: Option<&str>) ->
         max: args.max_backoff,
         reset: args.backoff_reset,
     };
-    let kl = Arc::new(
-        connect_kubelet(
-            endpoint,
-            image_endpoint,
-            progress.clone(),
-            backoff,
-            node_name,
-        )
-        .await?,
-    );
+    let mut kl = connect_kubelet(
+        endpoint,
+        image_endpoint,
+        progress.clone(),
+        backoff,
+        node_name,
+    )
+    .await?;
+    kl.cluster_domain.clone_from(&args.cluster_domain);
+    let kl = Arc::new(kl);
     let ticker = progress.spawn_ticker();
     let mut sigint = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;

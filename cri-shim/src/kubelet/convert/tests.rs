@@ -576,6 +576,18 @@ fn validation_names_the_field() {
             "spec:\n  containers: [{name: a, image: b, env: [{name: X, valueFrom: {fieldRef: {fieldPath: spec.foo}}}]}]\n",
             "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: \"spec.foo\" is not supported",
         ),
+        (
+            "spec:\n  hostAliases: [{ip: 10.0.0.300, hostnames: [a]}]\n  containers: [{name: a, image: b}]\n",
+            "spec.hostAliases[0].ip: \"10.0.0.300\" must be a valid IP address",
+        ),
+        (
+            "spec:\n  hostAliases: [{ip: \"::1\", hostnames: [ok.example, Not_OK]}]\n  containers: [{name: a, image: b}]\n",
+            "spec.hostAliases[0].hostnames[1]: \"Not_OK\" must be a DNS-1123 subdomain",
+        ),
+        (
+            "spec:\n  subdomain: a.b\n  containers: [{name: a, image: b}]\n",
+            "spec.subdomain: \"a.b\" must be a DNS-1123 label",
+        ),
     ];
     for (spec, want) in cases {
         let p = pod(&format!(
@@ -593,4 +605,6 @@ fn validation_names_the_field() {
     let mut full = pod(FULL);
     apply_defaults(&mut full);
     validate(&full).unwrap();
+    let aliases = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostAliases: [{ip: 10.1.2.3, hostnames: [foo.local, bar]}, {ip: \"fd00::1\"}]\n  containers: [{name: a, image: b}]\n");
+    validate(&aliases).unwrap();
 }

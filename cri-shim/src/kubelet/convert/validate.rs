@@ -776,8 +776,30 @@ pub fn validate(pod: &Pod) -> anyhow::Result<()> {
             e.add("spec.hostname", format!("{h:?} must be a DNS-1123 label"));
         }
     }
-    if !spec.host_aliases.is_empty() {
-        e.add("spec.hostAliases", "not supported");
+    if let Some(sub) = spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
+        if !is_dns1123_label(sub) {
+            e.add(
+                "spec.subdomain",
+                format!("{sub:?} must be a DNS-1123 label"),
+            );
+        }
+    }
+    // As the API server's ValidateHostAliases: an IP address, DNS-1123 subdomain hostnames.
+    for (i, alias) in spec.host_aliases.iter().enumerate() {
+        if alias.ip.parse::<std::net::IpAddr>().is_err() {
+            e.add(
+                format!("spec.hostAliases[{i}].ip"),
+                format!("{:?} must be a valid IP address", alias.ip),
+            );
+        }
+        for (j, name) in alias.hostnames.iter().enumerate() {
+            if !is_dns1123_subdomain(name) {
+                e.add(
+                    format!("spec.hostAliases[{i}].hostnames[{j}]"),
+                    format!("{name:?} must be a DNS-1123 subdomain"),
+                );
+            }
+        }
     }
     if !spec.image_pull_secrets.is_empty() {
         e.add(
