@@ -1591,31 +1591,7 @@ fn row(cells: &[&str]) -> Vec<String> {
 
 /// Columns as Go's tabwriter lays out crictl's tables (min width 20, padding 3).
 fn format_table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count() + 3)
-                .max()
-                .unwrap_or(0)
-                .max(20)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}", w = widths[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    rcri::kubelet::status::tabwriter(rows, 20)
 }
 
 fn print_table(rows: &[Vec<String>]) {

@@ -314,13 +314,23 @@ pub fn status_cells(v: &PodView, now: SystemTime) -> (String, String, String) {
 
 /// Lays cells out as kubectl's tabwriter does (min width 6, padding 3, last column unpadded).
 fn tabulate(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut widths = vec![0; cols];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max((c.chars().count() + 3).max(6));
-        }
-    }
+    tabwriter(rows, 6)
+}
+
+/// Columns as Go's text/tabwriter lays out kubectl's and crictl's tables: each column as wide
+/// as its widest cell plus 3, at least `min_width`; the last column unpadded.
+pub fn tabwriter(rows: &[Vec<String>], min_width: usize) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count() + 3)
+                .max()
+                .unwrap_or(0)
+                .max(min_width)
+        })
+        .collect();
     let mut out = String::new();
     for r in rows {
         let mut line = String::new();

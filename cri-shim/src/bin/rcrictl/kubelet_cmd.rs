@@ -380,7 +380,10 @@ pub async fn delete(args: DeleteArgs, endpoint: &str) -> Result<i32> {
         return Ok(not_found(&args.name));
     }
     let deadline = Instant::now() + args.timeout;
-    if !records::owner_alive(&dir)? {
+    // Without a live owner the deletion is ours: through the CRI, with the record's preStop
+    // hooks and grace period. Returns whether it was done (false: an owner appeared meanwhile).
+    let (dir_ref, name, grace) = (&dir, &args.name, args.grace_period);
+    let delete_ourselves = |left: Duration| async move {
         let kl = connect_kubelet(
             endpoint,
             None,
@@ -389,17 +392,14 @@ pub async fn delete(args: DeleteArgs, endpoint: &str) -> Result<i32> {
             host_name(),
         )
         .await?;
-        let done = tokio::time::timeout(
-            args.timeout,
-            worker::delete_unowned(&kl, &dir, args.grace_period),
-        )
-        .await
-        .with_context(|| format!("timed out deleting pod {:?}", args.name))??;
-        if done {
-            println!("pod \"{}\" deleted", args.name);
-            return Ok(0);
-        }
-        // An owner appeared meanwhile: ask it instead.
+        tokio::time::timeout(left, worker::delete_unowned(&kl, dir_ref, grace))
+            .await
+            .with_context(|| format!("timed out deleting pod {name:?}"))?
+    };
+    // When an owner appears meanwhile, delete_ourselves says false: then ask it instead.
+    if !records::owner_alive(&dir)? && delete_ourselves(args.timeout).await? {
+        println!("pod \"{}\" deleted", args.name);
+        return Ok(0);
     }
     if let Err(e) = records::request_delete(&dir, args.grace_period) {
         // Gone meanwhile: its owner finished deleting it (or it ended on its own).
@@ -417,18 +417,7 @@ pub async fn delete(args: DeleteArgs, endpoint: &str) -> Result<i32> {
         }
         // The owner may have died after the request: then it is ours to do.
         if !records::owner_alive(&dir)? && records::read_record(&dir).ok().flatten().is_some() {
-            let kl = connect_kubelet(
-                endpoint,
-                None,
-                Progress::with_tty(false),
-                BackoffConfig::default(),
-                host_name(),
-            )
-            .await?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::timeout(left, worker::delete_unowned(&kl, &dir, args.grace_period))
-                .await
-                .with_context(|| format!("timed out deleting pod {:?}", args.name))??;
+            delete_ourselves(deadline.saturating_duration_since(Instant::now())).await?;
             continue;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
