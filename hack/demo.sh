@@ -18,11 +18,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
 hack/setup.sh
-# rcrun in release mode (it is what runs the containers); rcri and rcrictl in the dev profile,
-# because a release build of rcri (fat LTO over gRPC and TLS) takes ~10 minutes on 2 cores and
-# the server's speed does not matter here.
-step "cargo build --release -p rcrun; cargo build -p rcri"
-cargo build --release --quiet -p rcrun
+# rcrun in release mode, linked static as shipped (it is what runs the containers); rcri and
+# rcrictl in the dev profile, because a release build of rcri (fat LTO over gRPC and TLS) takes
+# ~10 minutes on 2 cores and the server's speed does not matter here.
+step "hack/build-release.sh -p rcrun; cargo build -p rcri"
+hack/build-release.sh --quiet -p rcrun
 cargo build --quiet -p rcri
 rcrun=$repo/target/release/rcrun
 rcri=$repo/target/debug/rcri
