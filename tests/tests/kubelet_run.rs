@@ -648,6 +648,21 @@ fn crashing_container_is_restarted_with_back_off() -> Result<()> {
         "{reasons:?}"
     );
     assert_eq!(pod["status"]["phase"], "Running", "{pod:#}");
+    // The same status as YAML (kubectl's -o yaml): the whole v1 Pod.
+    let yaml = kubelet
+        .ctl_root(&["get", "pod", "crash", "-o", "yaml"])?
+        .ok()?
+        .stdout;
+    let from_yaml: Value = serde_yaml_ng::from_str(&yaml).with_context(|| yaml.clone())?;
+    assert_eq!(from_yaml["kind"], "Pod", "{yaml}");
+    assert_eq!(from_yaml["metadata"]["name"], "crash", "{yaml}");
+    let yaml_status = &from_yaml["status"]["containerStatuses"][0];
+    assert_eq!(yaml_status["name"], "crash", "{yaml}");
+    assert!(yaml_status["restartCount"].as_u64() >= Some(3), "{yaml}");
+    assert_eq!(
+        yaml_status["lastState"]["terminated"]["exitCode"], 1,
+        "{yaml}"
+    );
     // Each restart is a new CRI container with attempt+1; only the last dead one is kept (the
     // older ones may go a moment after the new one started: polled).
     let mut containers = Vec::new();
@@ -1558,6 +1573,28 @@ fn volumes_and_pod_settings_as_the_containers_see_them() -> Result<()> {
     )?;
     let helper_hosts = exec_ok(&rcri, &helper, &["cat", "/etc/hosts"])?;
     assert_eq!(helper_hosts, format!("{hosts}10.9.9.9\tadded\n"));
+
+    // helper's securityContext, as the process sees it: uid/gid 1000, no capabilities at all,
+    // no_new_privs, and a root filesystem it cannot write.
+    let status = exec_ok(&rcri, &helper, &["cat", "/proc/self/status"])?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), ["1000"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["1000"; 4], "{status}");
+    for caps in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(field(caps), ["0000000000000000"], "{caps} {status}");
+    }
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+    let (code, _, _) = exec(&rcri, &helper, &["touch", "/rootfs-write"])?;
+    assert_ne!(
+        code, 0,
+        "helper could write to its read-only root filesystem"
+    );
 
     // shareProcessNamespace: helper's `sleep 3600` is visible; PID 1 is the pause process.
     let ps = exec_ok(&rcri, &main, &["ps", "-o", "pid,args"])?;
