@@ -515,6 +515,11 @@ fn web_pod_serves_sees_its_config_and_is_deleted_with_its_prestop_hook() -> Resu
         record.display(),
         mounts_under(&record)
     );
+    // ... and only root may reach it on the node: the records' directory is private.
+    let pods_dir = record.parent().context("record without a parent")?;
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(pods_dir)?.permissions()) & 0o7777;
+    assert_eq!(mode, 0o700, "{} has mode {mode:o}", pods_dir.display());
 
     // Requests and limits as kubelet computes them: shares 100m*1024/1000, quota 500m of 100 ms.
     let resources = rcri

@@ -100,6 +100,21 @@ impl Records {
         read_record(&self.pod_dir(namespace, name))
     }
 
+    /// The records hold secret volumes (files of mode 0644 by default, as in Kubernetes): only
+    /// root may enter them, like kubelet's pods directory. The runtime opens volume sources as
+    /// root (also the id-mapped ones of user-namespaced pods), so containers are unaffected.
+    fn make_private(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        // A directory made by an older rcrictl (or by hand) is tightened too.
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (chmod 0700)", self.dir.display()))
+    }
+
     /// Creates (or takes over) the record of `pod` and locks it. A record whose owner is alive
     /// is an error; a stale one (its owner gone) is returned in `previous` for the caller to
     /// clean up what it may have left in the runtime, then replaced.
@@ -107,6 +122,7 @@ impl Records {
         let ns = &pod.metadata.namespace;
         let name = &pod.metadata.name;
         let dir = self.pod_dir(ns, name);
+        self.make_private()?;
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let lock = match OwnerLock::try_acquire(&dir)? {
             Some(l) => l,
