@@ -215,6 +215,12 @@ fn command() -> clap::Command {
 
 /// Runs rcrun with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
+    // The commands that start a process in a container re-execute the binary sealed; doing it
+    // first spares the image that is thrown away the whole parse. A failure here is reported
+    // by the command's own call, once logging is set up.
+    if seals(std::env::args_os().skip(1)) {
+        let _ = crate::process::exe_seal::ensure_sealed();
+    }
     let cli = match Cli::from_arg_matches(&command().get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -243,6 +249,23 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// Whether the command line names a command that seals the binary (create, run, exec), found
+/// by skipping the global flags; anything it cannot tell is left to clap and the command.
+fn seals(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--root" | "--log" | "--log-format" | "--criu" | "--rootless") => {
+                args.next();
+            }
+            Some(flag) if flag.starts_with('-') => {}
+            Some(command) => return matches!(command, "create" | "run" | "exec"),
+            None => return false,
+        }
+    }
+    false
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
@@ -287,5 +310,33 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         other => anyhow::bail!("not implemented yet: rcrun {}", other.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seals;
+
+    fn args(line: &str) -> impl Iterator<Item = std::ffi::OsString> + '_ {
+        line.split_whitespace().map(std::ffi::OsString::from)
+    }
+
+    #[test]
+    fn the_sealing_commands_are_found_past_the_global_flags() {
+        assert!(seals(args("run -b . x")));
+        assert!(seals(args(
+            "--root /run/x --log run --log-format json create x"
+        )));
+        assert!(seals(args("--debug --root=/r exec -t x sh")));
+        assert!(seals(args("--rootless false --criu c run x")));
+    }
+
+    #[test]
+    fn other_commands_and_unclear_lines_do_not_seal_early() {
+        assert!(!seals(args("state run")));
+        assert!(!seals(args("--root run delete x")));
+        assert!(!seals(args("--version")));
+        assert!(!seals(args("")));
+        assert!(!seals(args("--log")));
     }
 }

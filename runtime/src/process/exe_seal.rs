@@ -1,15 +1,21 @@
 //! Defence against CVE-2019-5736: a container must never get a writable handle on the rcrun
 //! binary through /proc/<pid>/exe. Instead of copying the binary on every start (runc's old
-//! memfd clone, slow and memory-hungry), rcrun re-executes itself once from a read-only,
-//! detached overlayfs view of its own directory: the file is the same inode's data through a
-//! mount that cannot be written, and the mount has no path anyone can reach afterwards.
-//! When the binary already lives on a read-only mount, nothing is done at all.
+//! memfd clone, slow and memory-hungry), rcrun re-executes itself once through a detached,
+//! read-only bind mount of its own file (open_tree + mount_setattr, 5.12+; before that a
+//! read-only overlayfs of its directory, made with fsopen/fsmount, 5.2+): the file is the same
+//! inode's data through a mount that cannot be written, and the mount has no path anyone can
+//! reach afterwards. When the binary already lives on a read-only mount, nothing is done at all.
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set in the re-executed process so it does not loop.
 const SEALED_ENV: &str = "_RCRUN_SEALED";
+
+/// Whether this process already knows its binary is safe (re-executed, or read-only), so a
+/// second call (the CLI seals before parsing and again in the commands) costs nothing.
+static SEALED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -37,12 +43,17 @@ fn exe_is_read_only() -> bool {
 
 /// Returns only if the running binary is already safe; otherwise re-executes it sealed.
 pub fn ensure_sealed() -> Result<(), SealError> {
+    if SEALED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     if std::env::var_os(SEALED_ENV).is_some() {
         // SAFETY: single-threaded at this point (called first thing in main).
         unsafe { std::env::remove_var(SEALED_ENV) };
+        SEALED.store(true, Ordering::Relaxed);
         return Ok(());
     }
     if exe_is_read_only() {
+        SEALED.store(true, Ordering::Relaxed);
         return Ok(());
     }
     let exe = std::fs::read_link("/proc/self/exe").map_err(|source| SealError::Io {
@@ -50,14 +61,22 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    // Without overlayfs or the mount API (kernels before 5.2; user namespaces before 5.11)
-    // fall back to a sealed in-memory copy, as runc does: slower and costs memory, but never
-    // unprotected.
-    let fd = match open_sealed(&exe) {
+    // Without the newer mount API (open_tree/mount_setattr: 5.12), try overlayfs; without that
+    // either (kernels before 5.2; user namespaces before 5.11) fall back to a sealed in-memory
+    // copy, as runc does: slower and costs memory, but never unprotected.
+    let fd = match open_read_only_bind() {
         Ok(fd) => fd,
         Err(e) => {
-            log::debug!("sealing through overlayfs failed ({e}); copying into a sealed memfd");
-            sealed_copy(&exe)?
+            log::debug!("sealing through a read-only bind mount failed ({e}); trying overlayfs");
+            match open_sealed(&exe) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::debug!(
+                        "sealing through overlayfs failed ({e}); copying into a sealed memfd"
+                    );
+                    sealed_copy(&exe)?
+                }
+            }
         }
     };
     let args: Vec<CString> = std::env::args_os()
@@ -85,6 +104,48 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         source: err,
     })
 }
+
+/// The running binary as the root of a detached, read-only bind mount of it alone: open_tree
+/// clones the mount /proc/self/exe leads to (the very file, with no path to race on), and
+/// mount_setattr makes the clone read-only before anything runs from it. A write through the
+/// exe link of a process executed from it meets that mount and fails with EROFS; making the
+/// mount writable again would take CAP_SYS_ADMIN over the host's mounts. Costs two syscalls
+/// and no filesystem instance, unlike the overlay below.
+fn open_read_only_bind() -> Result<OwnedFd, nix::Error> {
+    read_only_bind(c"/proc/self/exe")
+}
+
+fn read_only_bind(path: &std::ffi::CStr) -> Result<OwnedFd, nix::Error> {
+    // SAFETY: a NUL-terminated path and flags; the kernel returns a new fd or -1.
+    let tree = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    })?;
+    let attr = crate::rootfs::MountAttr {
+        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        ..Default::default()
+    };
+    // SAFETY: an fd we own, a static empty path and a struct mount_attr whose size is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const crate::rootfs::MountAttr,
+            std::mem::size_of::<crate::rootfs::MountAttr>(),
+        )
+    };
+    nix::errno::Errno::result(r)?;
+    Ok(tree)
+}
+
+/// From linux/mount.h: libc does not export it for glibc targets.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
 
 /// Opens `exe` through a read-only overlayfs of its directory, made with the mount API
 /// (fsopen/fsmount): the overlay is never attached anywhere, so nothing is mounted on the
@@ -235,6 +296,7 @@ fn escape(p: &Path) -> String {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn the_overlay_view_is_the_binary_and_refuses_writes() {
@@ -250,6 +312,49 @@ mod tests {
             .open(&through)
             .expect_err("a sealed view must refuse writes");
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
+
+    #[test]
+    fn the_bind_view_is_the_file_and_refuses_writes() {
+        // A file nothing executes: a running one refuses writes anyway (ETXTBSY), which would
+        // hide what the mount does once the process is gone.
+        let dir = std::env::temp_dir().join(format!("rcrun-seal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("binary");
+        std::fs::write(&file, b"not running").unwrap();
+        let c = CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+        let fd = read_only_bind(&c).expect("open_tree + mount_setattr (needs root, 5.12+)");
+        let through = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let sealed = std::fs::metadata(&through).unwrap();
+        let original = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (sealed.dev(), sealed.ino()),
+            (original.dev(), original.ino()),
+            "the view must be the running binary itself"
+        );
+        let vfs = nix::sys::statvfs::statvfs(through.as_str()).unwrap();
+        assert!(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&through)
+            .expect_err("a sealed view must refuse writes");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        drop(fd);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_running_binary_can_be_bound_read_only() {
+        let fd = open_read_only_bind().expect("open_tree of /proc/self/exe");
+        let through = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let (a, b) = (
+            std::fs::metadata(&through).unwrap(),
+            std::fs::metadata(&exe).unwrap(),
+        );
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        let vfs = nix::sys::statvfs::statvfs(through.as_str()).unwrap();
+        assert!(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
     }
 
     #[test]

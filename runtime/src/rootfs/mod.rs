@@ -6,7 +6,7 @@ mod path;
 mod pivot;
 
 pub use dev::DeviceNode;
-pub use mount::{parse_propagation, MountEntry, KNOWN_OPTIONS};
+pub use mount::{parse_propagation, MountAttr, MountEntry, KNOWN_OPTIONS};
 pub use path::secure_join;
 
 use crate::bundle::Bundle;
@@ -200,7 +200,7 @@ impl RootfsPlan {
 /// parent private, and so do we. Only our namespace's copy changes.
 fn make_parent_mount_private(rootfs: &Path) -> Result<(), RootfsError> {
     let info =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| RootfsError::Io {
+        crate::kernel_file::read("/proc/self/mountinfo").map_err(|source| RootfsError::Io {
             action: "read",
             path: PathBuf::from("/proc/self/mountinfo"),
             source,
