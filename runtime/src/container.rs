@@ -396,7 +396,7 @@ fn owner_name() -> String {
 
 /// Field 3 (state) and 22 (starttime) of /proc/<pid>/stat.
 fn proc_stat(pid: Pid) -> Option<(char, u64)> {
-    let data = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let data = crate::kernel_file::read(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses; fields resume after the last ')'.
     let rest = &data[data.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -13,6 +13,7 @@ pub mod features;
 pub mod hooks;
 pub mod identity;
 pub mod json_path;
+pub mod kernel_file;
 pub mod logging;
 pub mod namespaces;
 pub mod process;

@@ -272,7 +272,7 @@ fn normalise(raw: &str, absolute: bool) -> Result<PathBuf, &'static str> {
 }
 
 fn read_proc(path: &str) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+    crate::kernel_file::read(path).map_err(|source| CgroupError::Read {
         path: PathBuf::from(path),
         source,
     })

@@ -857,6 +857,17 @@ fn mkdir_levels(
     mount_point: &Path,
     created: &mut Vec<PathBuf>,
 ) -> Result<(), CgroupError> {
+    // The parent usually exists already: one mkdir instead of a stat of every level.
+    if dir.starts_with(mount_point) && dir != mount_point {
+        match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+            Ok(()) => {
+                created.push(dir.to_path_buf());
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(_) => {}
+        }
+    }
     let mut missing = Vec::new();
     let mut cursor = Some(dir);
     while let Some(level) = cursor.filter(|l| l.starts_with(mount_point) && *l != mount_point) {
@@ -916,6 +927,13 @@ fn subtree(dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
 /// rmdir of `dir` and its sub-cgroups, deepest first. A v1 cgroup stays busy (EBUSY) for a
 /// moment after its last task was killed, until the task has finished exiting.
 fn remove_tree(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    // Usually a leaf whose tasks are gone: one rmdir, no walk. Otherwise (sub-cgroups, or EBUSY
+    // while a task is still exiting: cgroupfs says EBUSY for both) walk and retry.
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     for cgroup in subtree(dir)?.iter().rev() {
         loop {
             match std::fs::remove_dir(cgroup) {
@@ -971,7 +989,7 @@ fn ensure_removable(dir: &Path) -> Result<bool, CgroupError> {
 
 /// Reads a cgroup control file.
 fn read_file(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+    crate::kernel_file::read(path).map_err(|source| CgroupError::Read {
         path: path.to_path_buf(),
         source,
     })
