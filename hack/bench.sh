@@ -80,8 +80,12 @@ if [ -z "${inner:-}" ]; then
 fi
 
 # Inside the private mount namespace from here on.
+# A throwaway tmpfs goes where the cgroup2 mount was: crun treats the bare directory as a named
+# hierarchy and makes a directory with a cgroup.procs file per container in it, which would
+# otherwise land on the host's /sys/fs/cgroup tmpfs, hidden under its unified mount.
 if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
   umount -l /sys/fs/cgroup/unified
+  mount -t tmpfs -o size=4m,mode=0755 rcrun-bench /sys/fs/cgroup/unified
 fi
 
 declare -A bin=([rcrun]="$repo/target/release/rcrun" [crun]=/usr/bin/crun [runc]=/usr/sbin/runc)
