@@ -129,7 +129,10 @@ impl RootfsPlan {
                 source,
             }
         })?;
-        make_parent_mount_private(&self.rootfs)?;
+        // Only a shared propagation leaves a mount shared: after rslave or rprivate, none is.
+        if flag.contains(MsFlags::MS_SHARED) {
+            make_parent_mount_private(&self.rootfs)?;
+        }
         // pivot_root needs the new root to be a mount point.
         sys_mount(
             Some(&self.rootfs),
