@@ -140,7 +140,7 @@ cleanup() {
     find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do kill -9 "$pid"; done
   done
   for rt in "${runtimes[@]}"; do
-    for root in "$work/root-$rt" "$work/mem-root-$rt"; do
+    for root in "$work/state/root-$rt" "$work/state/mem-root-$rt"; do
       for id in "$root"/*; do
         [ -e "$id" ] && "${bin[$rt]}" --root "$root" delete --force "${id##*/}" >/dev/null 2>&1
       done
@@ -168,6 +168,11 @@ reg_pid=
 netns_made=()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The runtimes' state directories on a tmpfs, where they live when installed (/run/runc,
+# /run/crun, /run/rcrun), not on this disk: ext4's inode allocation after thousands of deleted
+# state files was a cost of the test machine, not of any runtime.
+mkdir -p "$work/state"
+mount -t tmpfs -o mode=0700 rcrun-bench-state "$work/state"
 bundle="$work/bundle"
 mkdir -p "$bundle"
 cp -a "$repo/target/e2e-image/rootfs" "$bundle/rootfs"
@@ -403,7 +408,7 @@ pull_bench() {
 mem_tries=3
 mem_n=0
 mem_ok() {
-  local rt=$1 kib=$2 root=$work/mem-root-$1 id cg dir ok=0
+  local rt=$1 kib=$2 root=$work/state/mem-root-$1 id cg dir ok=0
   for _ in $(seq 1 "$mem_tries"); do
     mem_n=$((mem_n + 1))
     id=m$mem_n
@@ -619,7 +624,7 @@ run_bench() {
   echo "measuring: $runs runs each, interleaved" >&2
   for i in $(seq 1 "$runs"); do
     for rt in "${runtimes[@]}"; do
-      root="$work/root-$rt"
+      root="$work/state/root-$rt"
       id="b$i"
       timed "$work/run.$rt" "${bin[$rt]}" --root "$root" run --bundle "$bundle" "$id"
       "${bin[$rt]}" --root "$root" delete --force "$id" >/dev/null 2>&1 || true
@@ -640,7 +645,7 @@ run_bench() {
   # ~100 ms, so a single sample is at the mercy of whatever else the machine does.
   for round in $(seq 1 5); do
     for rt in "${runtimes[@]}"; do
-      root="$work/root-$rt"
+      root="$work/state/root-$rt"
       t0=$(now)
       for i in $(seq 1 100); do
         "${bin[$rt]}" --root "$root" run --bundle "$bundle" "s$round-$i" >/dev/null
@@ -652,7 +657,7 @@ run_bench() {
     done
   done
   for rt in "${runtimes[@]}"; do
-    root="$work/root-$rt"
+    root="$work/state/root-$rt"
     for i in $(seq 1 5); do
       /usr/bin/time -f %M -o "$work/rss1" "${bin[$rt]}" --root "$root" run --bundle "$bundle" "m$i" >/dev/null
       cat "$work/rss1" >>"$work/rss.$rt"
