@@ -1,7 +1,6 @@
 #!/bin/sh
-# Builds the release binaries the way they are shipped and measured: `cargo build --release` of
-# the packages, then rcrun and rcri-monitor linked again as static executables (glibc static-pie,
-# libseccomp.a).
+# Builds the release binaries the way they are shipped and measured: rcrun and rcri-monitor as
+# static executables (glibc static-pie, libseccomp.a), rcri and rcrictl as usual.
 #
 #   hack/build-release.sh [--quiet] [--symbols] [--order FILE] [-p rcrun] [-p rcri]
 #                                                            (default: both packages)
@@ -20,12 +19,12 @@
 #   executes on its hot paths, made by hack/symbol-order.sh; names it lacks (code changed
 #   since) are only placed as usual.
 # - packs relative relocations (DT_RELR, glibc >= 2.36): a static-pie relocates itself at every
-#   start, and 256 KiB of RELA entries become 3 KiB.
+#   start, and 256 KiB of RELA entries become 3 KiB (rcri-monitor's link takes this too).
 # --symbols keeps the symbol table (hack/symbol-order.sh maps addresses back to functions).
 #
 # Only the final link of each binary takes these flags (`cargo rustc -- ...`): putting them in
 # RUSTFLAGS would also apply them to proc-macro crates, which cannot be static. A later plain
-# `cargo build --release` links them dynamically again (correct, only bigger).
+# `cargo build --release` links them dynamically again (correct, only bigger and slower).
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,7 +39,7 @@ while [ $# -gt 0 ]; do
     -p) [ $# -ge 2 ] || die "-p needs a package"; pkgs="$pkgs $2"; shift 2 ;;
     --symbols) strip="-C strip=none"; shift ;;
     --order) [ $# -ge 2 ] || die "--order needs a file"; order=$(realpath "$2"); shift 2 ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -74,7 +73,8 @@ cp "$order" "$linked_order"
 for pkg in $pkgs; do
     case $pkg in
     rcrun)
-        cargo build $quiet --release -p rcrun
+        # No plain `cargo build` of the static binaries first: its link would replace theirs
+        # and each run would relink both ways; `cargo rustc` builds the dependencies itself.
         # shellcheck disable=SC2086 # $strip is one or no argument pair
         cargo rustc $quiet --release -p rcrun --bin rcrun -- -C target-feature=+crt-static $strip \
             -C link-arg=-fuse-ld=lld -C "link-arg=-B$gcc_ld" \
@@ -82,8 +82,9 @@ for pkg in $pkgs; do
             -C link-arg=-Wl,-z,pack-relative-relocs
         ;;
     rcri)
-        cargo build $quiet --release -p rcri
-        cargo rustc $quiet --release -p rcri --bin rcri-monitor -- -C target-feature=+crt-static
+        cargo build $quiet --release -p rcri --bin rcri --bin rcrictl
+        cargo rustc $quiet --release -p rcri --bin rcri-monitor -- -C target-feature=+crt-static \
+            -C link-arg=-fuse-ld=lld -C "link-arg=-B$gcc_ld" -C link-arg=-Wl,-z,pack-relative-relocs
         ;;
     *) die "unknown package $pkg (rcrun or rcri)" ;;
     esac
