@@ -517,12 +517,20 @@ pod_start() {
   jq -n --arg i "$i" --arg kind "$kind" --arg logs "$d/logs/$i" --arg cg "$tag/$kind" '{
     metadata: {name: ("bench-" + $i), namespace: "default", uid: ("bench-" + $kind + "-" + $i)},
     hostname: ("bench-" + $i), log_directory: $logs, linux: {cgroup_parent: $cg}}' >"$d/pod-$i.json"
+  local t1 t2 t3
   t0=$(now)
   pod=$("${ctl[@]}" runp "$d/pod-$i.json" 2>"$work/err") || fail_pod "$kind runp" "$d"
+  t1=$(now)
   echo "$pod" >>"$d/pods"
   ctr=$("${ctl[@]}" create --no-pull "$pod" "$d/ctr.json" "$d/pod-$i.json" 2>"$work/err") ||
     fail_pod "$kind create" "$d"
+  t2=$(now)
   "${ctl[@]}" start "$ctr" >/dev/null 2>"$work/err" || fail_pod "$kind start" "$d"
+  t3=$(now)
+  # Each phase as the client saw it (one rcrictl run each), to tell where the time goes.
+  ms $((t1 - t0)) >>"$work/runp.$kind" && echo >>"$work/runp.$kind"
+  ms $((t2 - t1)) >>"$work/createc.$kind" && echo >>"$work/createc.$kind"
+  ms $((t3 - t2)) >>"$work/startc.$kind" && echo >>"$work/startc.$kind"
   for _ in $(seq 1 200); do
     st=$("${ctl[@]}" ps --id "$ctr" -s running -q 2>"$work/err") || fail_pod "$kind ps" "$d"
     [ -n "$st" ] && break
@@ -531,6 +539,10 @@ pod_start() {
   [ -n "$st" ] || { echo "bench: $kind: container $ctr of pod $i never ran" >&2; fail_pod "$kind" "$d"; }
   ms $(($(now) - t0)) >>"$work/pod.$kind"
   echo >>"$work/pod.$kind"
+  # The client's own cost, untimed above: a round trip that asks the daemon nothing (Version).
+  t1=$(now)
+  "${ctl[@]}" version >/dev/null 2>"$work/err" || fail_pod "$kind version" "$d"
+  ms $(($(now) - t1)) >>"$work/client.$kind" && echo >>"$work/client.$kind"
 }
 
 fail_pod() {
@@ -608,6 +620,13 @@ pods_bench() {
   echo "| --- | --- | --- | --- |"
   printf '| pod start p50 (ms): RunPodSandbox + CreateContainer + StartContainer until running | %s | %s | %s |\n' "$r50" "$c50" "$(ratio "$r50" "$c50")"
   printf '| pod start p99 (ms) | %s | %s | %s |\n' "$r99" "$c99" "$(ratio "$r99" "$c99")"
+  local phase label a b
+  for phase in runp:RunPodSandbox createc:CreateContainer startc:StartContainer \
+    client:"the client alone (Version round trip)"; do
+    label=${phase#*:}
+    a=$(pct 50 "$work/${phase%%:*}.rcri") b=$(pct 50 "$work/${phase%%:*}.containerd")
+    printf '| p50 of %s, one rcrictl run (ms) | %s | %s | %s |\n' "$label" "$a" "$b" "$(ratio "$a" "$b")"
+  done
   printf '| daemon RSS idle, image pulled (KiB) | %s | %s | %s |\n' "${idle[rcri]}" "${idle[containerd]}" "$(ratio "${idle[rcri]}" "${idle[containerd]}")"
   printf '| daemon RSS with %s pods (KiB) | %s | %s | %s |\n' "$pods" "${busy[rcri]}" "${busy[containerd]}" "$(ratio "${busy[rcri]}" "${busy[containerd]}")"
   printf '| daemon + monitors (rcri: %s) / shims (containerd: %s), RSS sum with %s pods (KiB) | %s | %s | %s |\n' \

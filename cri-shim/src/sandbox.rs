@@ -453,6 +453,7 @@ async fn set_up(ctx: &Context, record: &mut SandboxRecord) -> Result<(), Sandbox
     // net sysctls, whose ids (ping_group_range) are then the pod's. It is attached to the CNI
     // network once the infra is created, before it starts.
     let own_userns = userns_mappings(&record.config).is_some();
+    let mut attach_now = false;
     if !host_network(&record.config) {
         let dir = ctx.config.state_dir.join("netns");
         // Recorded before it exists: a crash while the pin is being made must leave a record
@@ -462,12 +463,9 @@ async fn set_up(ctx: &Context, record: &mut SandboxRecord) -> Result<(), Sandbox
         let id = record.id.clone();
         let path = blocking(move || Ok(crate::netns::create(&dir, &id)?)).await?;
         record.netns = Some(path);
-        if !own_userns {
-            attach_network(ctx, record).await?;
-        }
+        attach_now = !own_userns;
     }
 
-    write_pod_files(record)?;
     let spec = infra_spec(ctx, record)?;
     let config_path = record.dir.join("config.json");
     let bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
@@ -483,13 +481,32 @@ async fn set_up(ctx: &Context, record: &mut SandboxRecord) -> Result<(), Sandbox
         sync_fd: 3,
         stdio: monitor::StdioMode::default(),
     };
-    let spawned = monitor::spawn(&ctx.rcri_exe, &args).await?;
-    record.infra_pid = spawned.container_pid;
+    // The pod's network (CNI ADD: plugin processes, mostly their own start-up) and its infra
+    // container (the monitor and the runtime's create) need nothing from each other but the
+    // network namespace, which exists now: they are made side by side, and both are done
+    // before the sandbox is reported ready. Each result is recorded before any error is
+    // returned, so that the undo knows what to tear down.
+    let (network, infra) = tokio::join!(
+        async {
+            if attach_now {
+                attach_network(ctx, record).await
+            } else {
+                Ok(())
+            }
+        },
+        monitor::spawn(&ctx.rcri_exe, &args),
+    );
+    if let Ok(spawned) = &infra {
+        record.infra_pid = spawned.container_pid;
+    }
+    network?;
+    infra?;
     if let (true, Some(path)) = (own_userns, record.netns.clone()) {
         pin_infra_netns(&path, record.infra_pid)?;
         attach_network(ctx, record).await?;
-        write_pod_files(record)?;
     }
+    // /etc/hosts names the pod's IPs, known only now.
+    write_pod_files(record)?;
     ctx.runtime.start(&record.id).await?;
     record.state = SandboxState::Ready;
     ctx.store.update_sandbox(record)?;
@@ -830,6 +847,14 @@ async fn tear_down(ctx: &Context, record: &mut SandboxRecord) {
     }
     if let Err(e) = release_network(ctx, record).await {
         tracing::warn!(sandbox = %record.id, error = %crate::error_chain(&e), "failed to release the pod network");
+        // The record goes with this undo, so nothing would ever retry: the namespace goes now
+        // all the same (as containerd does), and the pod's interfaces with it; what a plugin
+        // keeps elsewhere (an IPAM lease) is for its own DEL, which just failed.
+        if let Some(netns) = record.netns.take() {
+            if let Err(e) = blocking(move || Ok(crate::netns::remove(&netns)?)).await {
+                tracing::warn!(sandbox = %record.id, error = %crate::error_chain(&e), "failed to remove the pod's network namespace");
+            }
+        }
     }
     if let Err(e) = unmount_shm(record) {
         tracing::warn!(sandbox = %record.id, error = %crate::error_chain(&e), "failed to unmount the pod's shm");

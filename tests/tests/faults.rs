@@ -719,3 +719,67 @@ fn a_full_disk_under_rcris_state_fails_run_pod_clearly_and_recovers() -> Result<
     assert_rcri_empty(&rcri, &[id, c])?;
     Ok(())
 }
+
+/// RunPodSandbox makes the pod's network (CNI ADD) and its infra container side by side. When
+/// the network fails, the infra made meanwhile goes too: no runtime state, monitor, cgroup,
+/// netns pin or record is left; and the next pod, with a working network, comes up.
+#[test]
+fn a_failing_cni_add_undoes_the_infra_made_beside_it() -> Result<()> {
+    if !cni_available() {
+        eprintln!("faults: CNI plugins not installed, skipping");
+        return Ok(());
+    }
+    let rcri = Rcri::start()?;
+    let conflist = rcri.dir.path().join("cni/10-rcri.conflist");
+    let good = fs::read_to_string(&conflist)?;
+    // host-local refuses a range that is not a subnet, after the bridge plugin made its veth.
+    let bad = good.replace(&rcri.subnet, "10.88.300.0/24");
+    assert_ne!(good, bad, "the conflist names the subnet {}", rcri.subnet);
+    fs::write(&conflist, &bad)?;
+
+    let pod = pod_config("cnifail", false, &rcri.log_dir());
+    let err = match rcri.run_pod(&pod) {
+        Ok(id) => bail!("RunPodSandbox succeeded with a broken CNI config: {id}"),
+        Err(s) => s,
+    };
+    eprintln!("faults: RunPodSandbox with a failing CNI ADD: {err:?}");
+    assert!(
+        err.message().contains("CNI") || err.message().contains("cni"),
+        "the error does not name the network setup: {err:?}"
+    );
+    let log = rcri.server_log();
+    let id = log
+        .lines()
+        .filter(|l| l.contains("RunPodSandbox failed, undoing"))
+        .find_map(|l| l.split("sandbox=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|s| s.trim_matches('"').to_string())
+        .ok_or_else(|| anyhow!("no undo logged:\n{}", tail(&log)))?;
+    assert!(rcri.list_pods(None)?.is_empty(), "a pod is listed");
+    assert_rcri_empty(&rcri, std::slice::from_ref(&id))?;
+
+    fs::write(&conflist, &good)?;
+    // The bridge plugin leaves its half-configured bridge on the node after the failed ADD,
+    // and chokes on it later ("could not set bridge's mac"): gone, as an operator would do.
+    host("ip", &["-n", rcri.netns.name(), "link", "del", "rcri0"])?;
+    let id = rcri.run_pod(&pod).map_err(|s| {
+        anyhow!(
+            "RunPodSandbox with the network fixed: {s:?}\n{}",
+            tail(&rcri.server_log())
+        )
+    })?;
+    let status = rcri
+        .pod_status(&id)?
+        .status
+        .ok_or_else(|| anyhow!("no status for pod {id}"))?;
+    let ip = status
+        .network
+        .as_ref()
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    assert!(!ip.is_empty(), "the pod got no IP: {status:?}");
+    rcri.stop_pod(&id)?;
+    rcri.remove_pod(&id)?;
+    assert_rcri_empty(&rcri, &[id])?;
+    Ok(())
+}
