@@ -179,6 +179,17 @@ fn within<T>(
     }
 }
 
+/// RunPodSandbox's error, which it must return (`when` says in what circumstances).
+fn run_pod_fails(rcri: &Rcri, pod: &cri::PodSandboxConfig, when: &str) -> Result<tonic::Status> {
+    match rcri.run_pod(pod) {
+        Ok(id) => bail!("RunPodSandbox succeeded {when}: {id}"),
+        Err(status) => {
+            eprintln!("faults: RunPodSandbox {when}: {status:?}");
+            Ok(status)
+        }
+    }
+}
+
 /// After every pod was removed: nothing of any is left under rcri's dirs or anywhere else.
 fn assert_rcri_empty(rcri: &Rcri, ids: &[String]) -> Result<()> {
     let state = rcri.state();
@@ -691,11 +702,7 @@ fn a_full_disk_under_rcris_state_fails_run_pod_clearly_and_recovers() -> Result<
     eprintln!("faults: filled rcri's state tmpfs with {filled} bytes");
 
     let pod = pod_config("fulldisk", true, &rcri.log_dir());
-    let err = match rcri.run_pod(&pod) {
-        Ok(id) => bail!("RunPodSandbox succeeded on a full disk: {id}"),
-        Err(s) => s,
-    };
-    eprintln!("faults: RunPodSandbox on a full disk: {err:?}");
+    let err = run_pod_fails(&rcri, &pod, "on a full disk")?;
     assert!(
         err.message().contains("No space left on device"),
         "the error does not say the disk is full: {err:?}"
@@ -738,11 +745,7 @@ fn a_failing_cni_add_undoes_the_infra_made_beside_it() -> Result<()> {
     fs::write(&conflist, &bad)?;
 
     let pod = pod_config("cnifail", false, &rcri.log_dir());
-    let err = match rcri.run_pod(&pod) {
-        Ok(id) => bail!("RunPodSandbox succeeded with a broken CNI config: {id}"),
-        Err(s) => s,
-    };
-    eprintln!("faults: RunPodSandbox with a failing CNI ADD: {err:?}");
+    let err = run_pod_fails(&rcri, &pod, "with a failing CNI ADD")?;
     assert!(
         err.message().contains("CNI") || err.message().contains("cni"),
         "the error does not name the network setup: {err:?}"

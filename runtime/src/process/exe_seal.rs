@@ -305,11 +305,16 @@ mod tests {
         let through = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let sealed = std::fs::metadata(&through).unwrap();
         assert_eq!(sealed.len(), std::fs::metadata(&exe).unwrap().len());
-        let vfs = nix::sys::statvfs::statvfs(through.as_str()).unwrap();
+        assert_read_only_view(&through);
+    }
+
+    /// The view is on a read-only mount and opening it for writing fails with EROFS.
+    fn assert_read_only_view(through: &str) {
+        let vfs = nix::sys::statvfs::statvfs(through).unwrap();
         assert!(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
         let err = std::fs::OpenOptions::new()
             .write(true)
-            .open(&through)
+            .open(through)
             .expect_err("a sealed view must refuse writes");
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     }
@@ -330,15 +335,9 @@ mod tests {
         assert_eq!(
             (sealed.dev(), sealed.ino()),
             (original.dev(), original.ino()),
-            "the view must be the running binary itself"
+            "the view must be that very file"
         );
-        let vfs = nix::sys::statvfs::statvfs(through.as_str()).unwrap();
-        assert!(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-        let err = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&through)
-            .expect_err("a sealed view must refuse writes");
-        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        assert_read_only_view(&through);
         drop(fd);
         std::fs::remove_dir_all(&dir).unwrap();
     }
