@@ -199,6 +199,20 @@ stats() { sort -n "$1" | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2
 
 # ---- Image pulls: rcri vs containerd --------------------------------------------------------
 
+# The OCI layouts the bench pushes. put_blob FILE OUT moves FILE into layout OUT as a blob and
+# sets hex and size (its digest and length) in the caller; finish_layout OUT names the last blob
+# put (a manifest) as "latest" in index.json and marks the layout.
+put_blob() {
+  hex=$(sha256sum "$1" | cut -d' ' -f1)
+  size=$(stat -c %s "$1")
+  mv "$1" "$2/blobs/sha256/$hex"
+}
+finish_layout() {
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}\n' \
+    "$hex" "$size" >"$1/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$1/oci-layout"
+}
+
 # The bench image, an OCI layout: the busybox layer plus six gzip layers of 300 text files
 # (24 KiB each, about 7 MiB per layer, 2.5 MiB compressed), so that download, gunzip, sha256
 # and unpacking all count. Reproducible (perl's rand with a fixed seed).
@@ -230,24 +244,16 @@ make_bench_image() {
       -C "$dir" -cf "$work/layer.tar" .
     diffs="$diffs,\"sha256:$(sha256sum "$work/layer.tar" | cut -d' ' -f1)\""
     gzip -n -6 <"$work/layer.tar" >"$work/layer.tar.gz"
-    hex=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1)
-    size=$(stat -c %s "$work/layer.tar.gz")
-    mv "$work/layer.tar.gz" "$out/blobs/sha256/$hex"
+    put_blob "$work/layer.tar.gz" "$out"
     layers="$layers,{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$hex\",\"size\":$size}"
   done
   rm -rf "$dir" "$work/layer.tar"
   jq -c --argjson d "[$diffs]" '.rootfs.diff_ids = $d | .history = []' "$src/blobs/sha256/$c" >"$work/cfg.json"
-  hex=$(sha256sum "$work/cfg.json" | cut -d' ' -f1)
-  size=$(stat -c %s "$work/cfg.json")
-  mv "$work/cfg.json" "$out/blobs/sha256/$hex"
+  put_blob "$work/cfg.json" "$out"
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
     "$hex" "$size" "$layers" >"$work/manifest.json"
-  hex=$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-  size=$(stat -c %s "$work/manifest.json")
-  mv "$work/manifest.json" "$out/blobs/sha256/$hex"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}\n' \
-    "$hex" "$size" >"$out/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"$out/oci-layout"
+  put_blob "$work/manifest.json" "$out"
+  finish_layout "$out"
 }
 
 # Waits until `rcrictl -r unix://SOCK version` answers (the daemon is up), or fails.
@@ -472,17 +478,11 @@ make_pause_image() {
   cp "$src/blobs/sha256/"* "$out/blobs/sha256/"
   jq -c '.config.Entrypoint = ["/bin/sleep", "2147483647"] | .config.Cmd = null' \
     "$src/blobs/sha256/$c" >"$work/cfg.json"
-  hex=$(sha256sum "$work/cfg.json" | cut -d' ' -f1)
-  size=$(stat -c %s "$work/cfg.json")
-  mv "$work/cfg.json" "$out/blobs/sha256/$hex"
+  put_blob "$work/cfg.json" "$out"
   jq -c --arg d "sha256:$hex" --argjson s "$size" '.config.digest = $d | .config.size = $s' \
     "$src/blobs/sha256/$m" >"$work/manifest.json"
-  hex=$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-  size=$(stat -c %s "$work/manifest.json")
-  mv "$work/manifest.json" "$out/blobs/sha256/$hex"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}\n' \
-    "$hex" "$size" >"$out/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"$out/oci-layout"
+  put_blob "$work/manifest.json" "$out"
+  finish_layout "$out"
 }
 
 kib_of() { awk -v f="$2" '$1 == f ":" { print $2 }' "$1" 2>/dev/null; }

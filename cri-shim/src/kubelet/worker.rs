@@ -437,6 +437,15 @@ impl Worker {
         self.schedule_probes();
     }
 
+    /// How many init containers (`init`) or app containers the pod has.
+    fn count(&self, init: bool) -> usize {
+        if init {
+            self.init.len()
+        } else {
+            self.containers.len()
+        }
+    }
+
     fn ctr(&mut self, init: bool, i: usize) -> &mut Ctr {
         if init {
             &mut self.init[i]
@@ -449,11 +458,7 @@ impl Worker {
     async fn refresh_containers(&mut self) {
         let mut rt = self.rt();
         for init in [true, false] {
-            let n = if init {
-                self.init.len()
-            } else {
-                self.containers.len()
-            };
+            let n = self.count(init);
             for i in 0..n {
                 let (id, running) = {
                     let c = self.ctr(init, i);
@@ -605,11 +610,7 @@ impl Worker {
     async fn sandbox_died(&mut self) {
         self.refresh_containers().await;
         for init in [true, false] {
-            let n = if init {
-                self.init.len()
-            } else {
-                self.containers.len()
-            };
+            let n = self.count(init);
             for i in 0..n {
                 let id = {
                     let c = self.ctr(init, i);
@@ -1118,11 +1119,7 @@ impl Worker {
             None => return,
         };
         for init in [true, false] {
-            let n = if init {
-                self.init.len()
-            } else {
-                self.containers.len()
-            };
+            let n = self.count(init);
             for index in 0..n {
                 for kind in [
                     ProbeKind::Startup,
