@@ -182,6 +182,8 @@ jq '.ociVersion = "1.0.2" | .process.terminal = false | .process.args = ["/bin/t
 
 now() { date +%s%N; }
 ms() { awk -v ns="$1" 'BEGIN { printf "%.2f", ns / 1e6 }'; }
+# add_ms FILE NS: appends NS nanoseconds to FILE as a line of milliseconds.
+add_ms() { echo "$(ms "$2")" >>"$1"; }
 
 # One timed command; appends milliseconds to the given file. Fails loudly.
 timed() {
@@ -190,8 +192,7 @@ timed() {
   t0=$(now)
   "$@" >/dev/null 2>"$work/err" || { echo "bench: failed: $*" >&2; cat "$work/err" >&2; exit 1; }
   t1=$(now)
-  ms $((t1 - t0)) >>"$out"
-  echo >>"$out"
+  add_ms "$out" $((t1 - t0))
 }
 
 # median min max of a file of numbers
@@ -528,21 +529,20 @@ pod_start() {
   "${ctl[@]}" start "$ctr" >/dev/null 2>"$work/err" || fail_pod "$kind start" "$d"
   t3=$(now)
   # Each phase as the client saw it (one rcrictl run each), to tell where the time goes.
-  ms $((t1 - t0)) >>"$work/runp.$kind" && echo >>"$work/runp.$kind"
-  ms $((t2 - t1)) >>"$work/createc.$kind" && echo >>"$work/createc.$kind"
-  ms $((t3 - t2)) >>"$work/startc.$kind" && echo >>"$work/startc.$kind"
+  add_ms "$work/runp.$kind" $((t1 - t0))
+  add_ms "$work/createc.$kind" $((t2 - t1))
+  add_ms "$work/startc.$kind" $((t3 - t2))
   for _ in $(seq 1 200); do
     st=$("${ctl[@]}" ps --id "$ctr" -s running -q 2>"$work/err") || fail_pod "$kind ps" "$d"
     [ -n "$st" ] && break
     sleep 0.01
   done
   [ -n "$st" ] || { echo "bench: $kind: container $ctr of pod $i never ran" >&2; fail_pod "$kind" "$d"; }
-  ms $(($(now) - t0)) >>"$work/pod.$kind"
-  echo >>"$work/pod.$kind"
+  add_ms "$work/pod.$kind" $(($(now) - t0))
   # The client's own cost, untimed above: a round trip that asks the daemon nothing (Version).
   t1=$(now)
   "${ctl[@]}" version >/dev/null 2>"$work/err" || fail_pod "$kind version" "$d"
-  ms $(($(now) - t1)) >>"$work/client.$kind" && echo >>"$work/client.$kind"
+  add_ms "$work/client.$kind" $(($(now) - t1))
 }
 
 fail_pod() {
@@ -669,10 +669,10 @@ run_bench() {
       for i in $(seq 1 100); do
         "${bin[$rt]}" --root "$root" run --bundle "$bundle" "s$round-$i" >/dev/null
       done
-      echo "$(ms $(($(now) - t0)))" >>"$work/seq100.$rt"
+      add_ms "$work/seq100.$rt" $(($(now) - t0))
       t0=$(now)
       seq 1 20 | xargs -P 20 -I{} "${bin[$rt]}" --root "$root" run --bundle "$bundle" "c$round-{}" >/dev/null
-      echo "$(ms $(($(now) - t0)))" >>"$work/par20.$rt"
+      add_ms "$work/par20.$rt" $(($(now) - t0))
     done
   done
   for rt in "${runtimes[@]}"; do

@@ -56,11 +56,14 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         SEALED.store(true, Ordering::Relaxed);
         return Ok(());
     }
-    let exe = std::fs::read_link("/proc/self/exe").map_err(|source| SealError::Io {
-        action: "read",
-        path: PathBuf::from("/proc/self/exe"),
-        source,
-    })?;
+    // The binary's path: only the fallbacks and error messages need it.
+    let exe = || {
+        std::fs::read_link("/proc/self/exe").map_err(|source| SealError::Io {
+            action: "read",
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })
+    };
     // Without the newer mount API (open_tree/mount_setattr: 5.12), try overlayfs; without that
     // either (kernels before 5.2; user namespaces before 5.11) fall back to a sealed in-memory
     // copy, as runc does: slower and costs memory, but never unprotected.
@@ -68,6 +71,7 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         Ok(fd) => fd,
         Err(e) => {
             log::debug!("sealing through a read-only bind mount failed ({e}); trying overlayfs");
+            let exe = exe()?;
             match open_sealed(&exe) {
                 Ok(fd) => fd,
                 Err(e) => {
@@ -93,14 +97,14 @@ pub fn ensure_sealed() -> Result<(), SealError> {
     env.push(
         CString::new(format!("{SEALED_ENV}=1")).map_err(|_| SealError::Sys {
             action: "build environment for",
-            path: exe.clone(),
+            path: PathBuf::from("/proc/self/exe"),
             source: nix::Error::EINVAL,
         })?,
     );
     let Err(err) = nix::unistd::execveat(&fd, c"", &args, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH);
     Err(SealError::Sys {
         action: "re-execute sealed",
-        path: exe,
+        path: exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
         source: err,
     })
 }
